@@ -1,0 +1,60 @@
+"""Errors a user can act on.
+
+Every failure that a user (or a scheduler) can do something about is a ``CurateError`` subclass with a
+message that names the file, row and column involved.  The CLI prints ``str(error)`` on one line and exits
+with the class's ``exit_code`` so that cron jobs and orchestrators can tell a bad recipe from bad data
+from a lock held by another run without parsing text.
+"""
+
+from __future__ import annotations
+
+
+class CurateError(Exception):
+    """Base class: a problem curate can explain in one line."""
+
+    exit_code = 1
+
+
+class RecipeError(CurateError):
+    """The recipe (YAML or ``--set`` override) is invalid: unknown stage, wrong parameter type, ..."""
+
+    exit_code = 2
+
+
+class InputDataError(CurateError):
+    """An input file is missing, unreadable, empty or does not fit the expected table."""
+
+    exit_code = 3
+
+
+class StageError(CurateError):
+    """A stage failed on data that passed input validation."""
+
+    exit_code = 4
+
+
+class ModelError(CurateError):
+    """A model backend failed (missing weights, server errors after retries, out of memory)."""
+
+    exit_code = 5
+
+
+class LockHeldError(CurateError):
+    """Another run holds the lock on the same output directory."""
+
+    exit_code = 6
+
+
+def where(file: str | None = None, row: int | None = None, column: str | None = None) -> str:
+    """Format a location prefix such as ``data.jsonl, row 17, column 'output'``.
+
+    Rows are 1-based, as a user counts lines in an editor.
+    """
+    parts: list[str] = []
+    if file is not None:
+        parts.append(str(file))
+    if row is not None:
+        parts.append(f"row {row}")
+    if column is not None:
+        parts.append(f"column '{column}'")
+    return ", ".join(parts)
