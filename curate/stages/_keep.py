@@ -29,8 +29,8 @@ def rank_expr(rule: str, schema_names: list[str]) -> list[pl.Expr]:
     if rule == "first":
         return [pl.col("_pos")]
     if rule == "longest":
-        return [-pl.col("_text_len"), pl.col("_pos")]
+        return [pl.col("_text_len").cast(pl.Int64).neg(), pl.col("_pos")]
     column = rule.split(":", 1)[1]
     if column not in schema_names:
         raise RecipeError(f"keep rule {rule!r}: the input has no column '{column}' (columns: {schema_names})")
-    return [pl.col(column).fill_null(float("-inf")).neg(), pl.col("_pos")]
+    return [pl.col(column).cast(pl.Float64).fill_null(float("-inf")).neg(), pl.col("_pos")]

@@ -1,0 +1,215 @@
+"""The ``curate`` command: parse arguments, call the library, print, exit with a meaningful code.
+
+Errors become one line on stderr and the error class's exit code (see ``curate.errors``); ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from curate import __version__
+from curate.errors import CurateError
+
+app = typer.Typer(
+    name="curate",
+    help="Build clean, deduplicated, scored and auditable SFT and DPO data.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+T = TypeVar("T")
+
+
+def _guard(debug: bool, action: Callable[[], T]) -> T:
+    """Run ``action``; turn failures into one line and an exit code unless ``--debug``."""
+    try:
+        return action()
+    except CurateError as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command again to resume where it stopped")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        err.print(
+            f"[bold red]error:[/] unexpected {type(exc).__name__}: {first} (run with --debug for the traceback)",
+            markup=True, highlight=False,
+        )
+        raise typer.Exit(1) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"curate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """curate: recipes of stages over Polars frames, from raw data to training-ready Parquet."""
+
+
+@app.command()
+def run(
+    recipe: Path = typer.Argument(..., help="Recipe YAML, e.g. recipes/quickstart.yaml"),
+    out_dir: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default: the recipe's output.dir or runs/NAME)."),
+    resume: bool = typer.Option(True, "--resume/--fresh", help="Reuse finished stages and batches (default), or start over."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N input rows."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a recipe value: key=value (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary table."),
+    log_json: bool = typer.Option(False, "--log-json", help="One JSON line per event on stdout, for schedulers."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Run a recipe end to end and publish its output atomically.
+
+    Example: curate run recipes/quickstart.yaml --out runs/demo --set minhash_dedup.threshold=0.7
+    """
+    from curate.recipe import load_recipe
+    from curate.runner import Runner, default_run_dir
+
+    show = not quiet and not log_json
+
+    def on_event(event: dict[str, Any]) -> None:
+        if log_json:
+            print(json.dumps(event, default=str), flush=True)
+        elif show and event["event"] == "stage_done":
+            cached = " (cached)" if event["cached"] else ""
+            out.print(
+                f"  {event['label']:<22} {event['rows_in']:>9,} -> {event['rows_out']:>9,} rows"
+                f"  {event['quarantined']:>7,} set aside  {event['seconds']:>8.2f}s{cached}",
+                highlight=False,
+            )
+
+    def action() -> None:
+        loaded = load_recipe(recipe, overrides)
+        run_dir = out_dir if out_dir is not None else default_run_dir(loaded)
+        if show:
+            out.print(f"curate run [bold]{loaded.name}[/] -> {run_dir}", highlight=False)
+        progress = show and sys.stderr.isatty()
+        result = Runner(loaded, run_dir, resume=resume, limit=limit, progress=progress, on_event=on_event).run()
+        if show:
+            out.print(
+                f"done in {result.seconds:.2f}s: {result.rows:,} {result.table} rows -> {result.output}\n"
+                f"  set aside: {result.quarantined:,} rows in {result.run_dir / 'quarantine'}\n"
+                f"  manifest:  {result.manifest_path}",
+                highlight=False,
+            )
+
+    _guard(debug, action)
+
+
+@app.command()
+def validate(
+    recipe: Path = typer.Argument(..., help="Recipe YAML to check."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a recipe value: key=value."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Check a recipe (stages, parameter types, input paths) without running it."""
+    from curate.errors import InputDataError
+    from curate.recipe import load_recipe
+
+    def action() -> None:
+        loaded = load_recipe(recipe, overrides)
+        for spec in loaded.input:
+            path = loaded.resolve(spec.path)
+            if not path.exists():
+                raise InputDataError(f"{recipe}: input {spec.path!r} not found (looked at {path})")
+        stages = ", ".join(s.name for s in loaded.stage_objects) or "(no stages)"
+        out.print(f"{recipe}: ok ({len(loaded.input)} input(s); stages: {stages})", highlight=False)
+
+    _guard(debug, action)
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    return text or str(annotation).replace("typing.", "")
+
+
+@app.command()
+def stages(name: str | None = typer.Argument(None, help="A stage to describe in full.")) -> None:
+    """List the stages with their parameters, defaults and the paper each comes from."""
+    from curate.recipe import build_stage
+    from curate.stages import STAGES
+
+    def describe(stage_name: str) -> None:
+        cls = STAGES[stage_name]
+        out.print(f"[bold]{stage_name}[/]  ({cls.kind} stage)  paper: {cls.paper or '-'}", highlight=False)
+        out.print(textwrap.indent(textwrap.dedent(cls.__doc__ or "").strip(), "  "), highlight=False)
+        table = Table("parameter", "type", "default", box=None, pad_edge=False)
+        for field_name, info in cls.__pydantic_fields__.items():  # type: ignore[attr-defined]
+            default = info.default_factory() if info.default_factory is not None else info.default
+            table.add_row(field_name, _type_name(info.annotation), repr(default))
+        out.print(table)
+
+    if name is not None:
+        _guard(False, lambda: build_stage(name, {}, "stages"))
+        describe(name)
+        return
+    table = Table("stage", "kind", "parameters (default)", "paper", show_lines=False)
+    for stage_name, cls in sorted(__import__("curate.stages", fromlist=["STAGES"]).STAGES.items()):
+        params = ", ".join(
+            f"{k}={(v.default_factory() if v.default_factory is not None else v.default)!r}"
+            for k, v in cls.__pydantic_fields__.items()  # type: ignore[attr-defined]
+        )
+        table.add_row(stage_name, cls.kind, params, cls.paper)
+    out.print(table)
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="A Parquet file, a folder of them, or a run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Row count, schema, null counts, length and score distributions of a dataset."""
+    from curate.summary import summarize
+
+    def action() -> None:
+        summary = summarize(path)
+        if as_json:
+            print(json.dumps(summary, default=str, indent=2))
+            return
+        out.print(f"[bold]{path}[/]: {summary['rows']:,} rows, table: {summary['table'] or 'not canonical'}",
+                  highlight=False)
+        schema = Table("column", "type", "nulls", box=None)
+        for column, dtype in summary["schema"].items():
+            schema.add_row(column, dtype, f"{summary['nulls'].get(column, 0):,}")
+        out.print(schema)
+        for title, block in (("lengths", summary["lengths"]), ("scores", summary["scores"])):
+            if not block:
+                continue
+            table = Table(title, "count", "mean", "min", "p10", "p50", "p90", "max", box=None)
+            for metric, dist in block.items():
+                table.add_row(metric, *[str(dist.get(k, "-")) for k in
+                                        ("count", "mean", "min", "p10", "p50", "p90", "max")])
+            out.print(table)
+
+    _guard(debug, action)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""YAML recipe -> validated :class:`Recipe`.
+
+A recipe names its inputs (with an adapter, or ``auto``), the stages in order with their parameters, and
+where the output goes.  YAML is read with ``yaml.safe_load``: a recipe is data and cannot run code.
+Every mistake is reported with its path in the recipe (``stages[2].minhash_dedup.threshold: ...``);
+``--set key=value`` overrides are applied before validation so they are checked the same way.
+
+Paths inside a recipe are relative to the recipe file, so a recipe runs the same from any directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import xxhash
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from curate.errors import RecipeError
+from curate.pipeline import Stage
+from curate.stages import STAGES
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    adapter: str = "auto"
+    options: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = None
+
+
+class OutputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dir: str | None = None
+    table: Literal["conversation", "candidates", "preference"] | None = None
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    on_error: Literal["raise", "quarantine"] = "raise"
+    batch_size: int = Field(default=4096, ge=1)
+    input: list[InputSpec]
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+
+    # Not part of the YAML: where relative paths resolve from, and the built stage objects.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+    stage_objects: list[Stage] = Field(default_factory=list, exclude=True)
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, (str, dict)):
+            value = [value]
+        if isinstance(value, list):
+            return [{"path": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def content(self) -> dict[str, Any]:
+        """The recipe as data (what the manifest records and the hash covers)."""
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        payload = self.content()
+        payload.get("output", {}).pop("dir", None)
+        return xxhash.xxh3_64_hexdigest(json.dumps(payload, sort_keys=True).encode())
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 booleans: only true/false are booleans, so ``on: prompt`` stays a key."""
+
+
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _format_pydantic(error: pydantic.ValidationError, prefix: str) -> list[str]:
+    lines = []
+    for item in error.errors():
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
+        got = item.get("input")
+        shown = ""
+        if not isinstance(got, (dict, list)) and got is not None and repr(got) not in item["msg"]:
+            shown = f" (got {got!r})"
+        lines.append(f"{prefix}{loc}: {item['msg']}{shown}")
+    return lines
+
+
+def build_stage(name: str, params: Any, where: str) -> Stage:
+    """Instantiate one stage from its recipe entry, raising ``RecipeError`` with the entry's path."""
+    if name not in STAGES:
+        near = difflib.get_close_matches(name, STAGES, n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else f"; known stages: {', '.join(sorted(STAGES))}"
+        raise RecipeError(f"{where}: unknown stage '{name}'{hint}")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise RecipeError(f"{where}.{name}: parameters must be a mapping, got {type(params).__name__}")
+    try:
+        return STAGES[name](**params)
+    except pydantic.ValidationError as exc:
+        raise RecipeError("; ".join(_format_pydantic(exc, f"{where}.{name}"))) from None
+    except TypeError as exc:
+        raise RecipeError(f"{where}.{name}: {exc}") from None
+
+
+def _parse_stage_entry(entry: Any, index: int) -> tuple[str, Any]:
+    where = f"stages[{index}]"
+    if isinstance(entry, str):
+        return entry, {}
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise RecipeError(f"{where}: each stage is a mapping with one key, the stage name, e.g. '- filter: {{}}'")
+    (name, params), = entry.items()
+    return str(name), params
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides: dotted paths into the recipe; values parsed as YAML scalars.
+
+    A path may start with a stage name instead of ``stages.N.name`` when that stage occurs once:
+    ``minhash_dedup.threshold=0.7``.
+    """
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise RecipeError(f"--set {item!r}: empty key")
+        stage_names = [_parse_stage_entry(e, i)[0] for i, e in enumerate(data.get("stages") or [])]
+        if parts[0] in STAGES and parts[0] not in data:
+            positions = [i for i, n in enumerate(stage_names) if n == parts[0]]
+            if len(positions) != 1:
+                raise RecipeError(
+                    f"--set {item!r}: stage '{parts[0]}' occurs {len(positions)} times; use stages.N.{parts[0]}..."
+                )
+            parts = ["stages", str(positions[0]), *parts]
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise RecipeError(f"--set {item!r}: '{'.'.join(parts[: depth + 1])}' is not a list index")
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+            else:
+                raise RecipeError(f"--set {item!r}: '{'.'.join(parts[:depth])}' is not a mapping")
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise RecipeError(f"--set {item!r}: '{last}' is not a list index")
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise RecipeError(f"--set {item!r}: cannot set a key inside a {type(node).__name__}")
+    return data
+
+
+def parse_recipe(data: Any, *, base_dir: Path = Path("."), origin: str = "<recipe>") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{origin}: a recipe is a YAML mapping with 'name', 'input' and 'stages'")
+    errors: list[str] = []
+    stage_objects: list[Stage] = []
+    for index, entry in enumerate(data.get("stages") or []):
+        try:
+            name, params = _parse_stage_entry(entry, index)
+            stage_objects.append(build_stage(name, params, f"stages[{index}]"))
+        except RecipeError as exc:
+            errors.append(str(exc))
+    try:
+        recipe = Recipe.model_validate({**data, "base_dir": base_dir})
+    except pydantic.ValidationError as exc:
+        errors = _format_pydantic(exc, "").copy() + errors
+        errors = [e.lstrip(".") for e in errors]
+        recipe = None
+    if errors:
+        raise RecipeError(f"{origin}: " + "; ".join(errors))
+    assert recipe is not None
+    recipe.stage_objects = stage_objects
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = yaml_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path}: invalid YAML{at}: {problem}") from None
+    if isinstance(data, dict) and overrides:
+        data = apply_overrides(data, overrides)
+    return parse_recipe(data, base_dir=path.resolve().parent, origin=str(path))

@@ -1,0 +1,381 @@
+"""Run a recipe into a run directory: ingest, stages with checkpoints, atomic publish, manifest.
+
+Run directory layout::
+
+    RUN/
+      data/<table>.parquet     the output, published by rename
+      quarantine/*.parquet     every row a stage or the reader removed: stage, reason, id, row (JSON)
+      manifest.json            recipe + hash, versions, seed, inputs, per-stage rows/seconds, output
+      cache/stages/NN-name-KEY stage outputs (data.parquet, quarantine.parquet, stats.json = done marker)
+      cache/shards/...         batch shards of batch stages
+      .lock                    flock held while a run writes here
+
+Each stage's key chains the previous key with the stage's fingerprint, so changing a parameter
+recomputes that stage and everything after it, and nothing before it.  A stage directory counts as done
+only when its ``stats.json`` exists; everything inside is written under a temporary name first.  A run
+killed at any point therefore resumes at the first unfinished stage (and, inside a batch stage, at the
+first unfinished shard) and ends with exactly the rows of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import xxhash
+
+from curate import checkpoint
+from curate.errors import InputDataError, RecipeError
+from curate.io import load
+from curate.pipeline import QUARANTINE_SCHEMA, Context
+from curate.recipe import Recipe
+
+INGEST_VERSION = 1
+
+
+@dataclass
+class StageReport:
+    label: str
+    name: str
+    kind: str
+    rows_in: int
+    rows_out: int
+    quarantined: int
+    seconds: float
+    cached: bool
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    output: Path
+    table: str
+    rows: int
+    seconds: float
+    stages: list[StageReport]
+    quarantined: int
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.run_dir / "manifest.json"
+
+
+def file_digest(path: Path) -> str:
+    """xxh3 of a file's bytes (or of every file in a folder): the input's identity for the cache."""
+    digest = xxhash.xxh3_128()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for item in files:
+        digest.update(str(item.relative_to(path) if path.is_dir() else item.name).encode())
+        with open(item, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("curate", "polars", "pyarrow", "numpy", "datasketch", "pydantic", "xxhash"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return int(pl.scan_parquet(path).select(pl.len()).collect().item())
+
+
+def _empty_quarantine() -> pl.LazyFrame:
+    return pl.LazyFrame(schema=QUARANTINE_SCHEMA)
+
+
+class Runner:
+    """Executes one recipe into one run directory (held under lock for the whole run)."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: Path,
+        *,
+        resume: bool = True,
+        limit: int | None = None,
+        progress: bool = False,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.resume = resume
+        self.limit = limit
+        self.progress = progress
+        self.on_event = on_event or (lambda event: None)
+        self.stage_root = run_dir / "cache" / "stages"
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _emit(self, event: str, **data: Any) -> None:
+        self.on_event({"event": event, **data})
+
+    def _stage_dir(self, index: int, name: str, key: str) -> Path:
+        return self.stage_root / f"{index:02d}-{name}-{key[:16]}"
+
+    @staticmethod
+    def _done(stage_dir: Path) -> dict[str, Any] | None:
+        stats = stage_dir / "stats.json"
+        if not stats.exists():
+            return None
+        return json.loads(stats.read_text())
+
+    def _sink(self, stage_dir: Path, data: pl.LazyFrame, quarantine: list[pl.LazyFrame]) -> None:
+        """Write a stage's output and quarantine in one pass over the input (shared subplans run once)."""
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        data_tmp = checkpoint.tmp_path_for(stage_dir / "data.parquet")
+        q_tmp = checkpoint.tmp_path_for(stage_dir / "quarantine.parquet")
+        q_frame = pl.concat(quarantine, how="vertical") if quarantine else _empty_quarantine()
+        sinks = [
+            data.sink_parquet(data_tmp, lazy=True, maintain_order=True),
+            q_frame.sink_parquet(q_tmp, lazy=True, maintain_order=True),
+        ]
+        pl.collect_all(sinks)
+        checkpoint.commit(data_tmp, stage_dir / "data.parquet")
+        checkpoint.commit(q_tmp, stage_dir / "quarantine.parquet")
+
+    # -- ingest --------------------------------------------------------------------------------------
+    def _ingest(self) -> tuple[str, Path, StageReport, str, list[dict[str, Any]]]:
+        started = time.perf_counter()
+        recipe = self.recipe
+        specs = []
+        for spec in recipe.input:
+            path = recipe.resolve(spec.path)
+            if not path.exists():
+                raise InputDataError(f"{path}: no such file (input of recipe '{recipe.name}')")
+            specs.append((spec, path, file_digest(path)))
+        key_payload = {
+            "v": INGEST_VERSION,
+            "inputs": [[s.adapter, s.options, s.source, digest] for s, _, digest in specs],
+            "limit": self.limit,
+            "on_error": recipe.on_error,
+        }
+        key = xxhash.xxh3_128_hexdigest(json.dumps(key_payload, sort_keys=True, default=str).encode())
+        stage_dir = self._stage_dir(0, "read", key)
+        inputs_info = [{"path": str(p), "adapter": s.adapter, "xxh3": d} for s, p, d in specs]
+        done = self._done(stage_dir) if self.resume else None
+        if done is not None:
+            report = StageReport(**{**done["report"], "cached": True})
+            return done["table"], stage_dir, report, key, done["inputs"]
+
+        frames: list[pl.LazyFrame] = []
+        rejected: list[pl.LazyFrame] = []
+        table: str | None = None
+        for (spec, path, _), info in zip(specs, inputs_info, strict=True):
+            loaded = load(path, spec.adapter, options=spec.options, source=spec.source)
+            info["adapter"] = loaded.adapter
+            if table is not None and loaded.table != table:
+                raise InputDataError(
+                    f"{path}: adapter '{loaded.adapter}' gives a {loaded.table} table but earlier inputs "
+                    f"give {table}; one recipe works on one table"
+                )
+            table = loaded.table
+            if recipe.on_error == "raise":
+                first_bad = loaded.rejected.head(1).collect()
+                if first_bad.height:
+                    row = first_bad.row(0, named=True)
+                    raise InputDataError(
+                        f"{path}, row {row['_line']}: {row['reason']} "
+                        "(set 'on_error: quarantine' in the recipe to set such rows aside and go on)"
+                    )
+            frames.append(loaded.frame)
+            rejected.append(
+                loaded.rejected.select(
+                    pl.lit("00-read").alias("stage"),
+                    pl.concat_str([pl.lit(f"{path.name}, row "), pl.col("_line").cast(pl.String),
+                                   pl.lit(": "), pl.col("reason")]).alias("reason"),
+                    pl.lit(None, dtype=pl.String).alias("id"),
+                    pl.col("row").cast(pl.String),
+                )
+            )
+        assert table is not None
+        combined = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+        if self.limit is not None:
+            combined = combined.head(self.limit)
+
+        # Pass 1: adapted rows with ids, streamed to disk.  Pass 2: rows whose content repeats an earlier
+        # row exactly share its id; keep the first and quarantine the rest, so ids stay unique.
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        staged = stage_dir / "adapted.parquet"
+        tmp = checkpoint.tmp_path_for(staged)
+        combined.with_row_index("_pos").sink_parquet(tmp, maintain_order=True)
+        checkpoint.commit(tmp, staged)
+        scan = pl.scan_parquet(staged)
+        ids = scan.select("id", "_pos", "_line").collect().with_columns(
+            pl.col("id").is_first_distinct().alias("_first")
+        )
+        firsts = ids.filter(pl.col("_first"))
+        repeats = ids.filter(~pl.col("_first")).join(
+            firsts.select("id", pl.col("_line").alias("_first_line")), on="id"
+        )
+        ctx = Context(cache_dir=self.run_dir / "cache", seed=recipe.seed, stage_label="00-read")
+        if repeats.height:
+            ctx.quarantine(
+                scan.join(repeats.lazy().select("_pos", "_first_line"), on="_pos", how="inner").drop("_line"),
+                pl.concat_str([pl.lit("identical content to input row "), pl.col("_first_line").cast(pl.String),
+                               pl.lit(" (same id)")]),
+            )
+        good = scan.join(firsts.lazy().select("_pos"), on="_pos", how="semi", maintain_order="left").drop(
+            "_pos", "_line"
+        )
+        self._sink(stage_dir, good, [*rejected, *ctx.take_quarantine()])
+        staged.unlink()
+        rows_out = _count(stage_dir / "data.parquet")
+        quarantined = _count(stage_dir / "quarantine.parquet")
+        report = StageReport(
+            label="00-read", name="read", kind="input", rows_in=rows_out + quarantined, rows_out=rows_out,
+            quarantined=quarantined, seconds=round(time.perf_counter() - started, 3), cached=False,
+            notes={"identical_rows": repeats.height},
+        )
+        checkpoint.write_json_atomic(
+            {"report": asdict(report), "table": table, "inputs": inputs_info}, stage_dir / "stats.json"
+        )
+        return table, stage_dir, report, key, inputs_info
+
+    # -- run -----------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        started = time.perf_counter()
+        with checkpoint.RunLock(self.run_dir):
+            if not self.resume and (self.run_dir / "cache").exists():
+                shutil.rmtree(self.run_dir / "cache")
+            self._emit("run_start", recipe=self.recipe.name, run_dir=str(self.run_dir))
+            table, stage_dir, report, key, inputs = self._ingest()
+            reports = [report]
+            chain = [stage_dir]
+            self._emit("stage_done", **asdict(report))
+            if report.rows_out == 0:
+                raise InputDataError(
+                    f"no usable rows in the input of recipe '{self.recipe.name}' "
+                    f"({report.quarantined} row(s) set aside; see {self.run_dir / 'quarantine'} "
+                    "after a run with on_error: quarantine)"
+                )
+            rows = report.rows_out
+            ctx = Context(
+                cache_dir=self.run_dir / "cache", seed=self.recipe.seed, batch_size=self.recipe.batch_size,
+                progress=self.progress,
+            )
+            for index, stage in enumerate(self.recipe.stage_objects, start=1):
+                key = xxhash.xxh3_128_hexdigest(f"{key}|{stage.fingerprint()}".encode())
+                label = f"{index:02d}-{stage.name}"
+                stage_dir = self._stage_dir(index, stage.name, key)
+                done = self._done(stage_dir) if self.resume else None
+                if done is not None:
+                    report = StageReport(**{**done["report"], "cached": True})
+                else:
+                    self._emit("stage_start", label=label, name=stage.name, rows_in=rows)
+                    t0 = time.perf_counter()
+                    ctx.stage_label = label
+                    ctx.stats.pop(label, None)
+                    source = pl.scan_parquet(chain[-1] / "data.parquet")
+                    out = stage(source, ctx)
+                    self._sink(stage_dir, out, ctx.take_quarantine())
+                    rows_out = _count(stage_dir / "data.parquet")
+                    report = StageReport(
+                        label=label, name=stage.name, kind=stage.kind, rows_in=rows, rows_out=rows_out,
+                        quarantined=_count(stage_dir / "quarantine.parquet"),
+                        seconds=round(time.perf_counter() - t0, 3), cached=False,
+                        notes=dict(ctx.stats.get(label, {})),
+                    )
+                    checkpoint.write_json_atomic({"report": asdict(report), "params": stage.params()},
+                                                 stage_dir / "stats.json")
+                reports.append(report)
+                chain.append(stage_dir)
+                rows = report.rows_out
+                self._emit("stage_done", **asdict(report))
+            result = self._publish(table, chain, reports, inputs, started)
+        self._emit("run_done", output=str(result.output), rows=result.rows, seconds=result.seconds,
+                   quarantined=result.quarantined)
+        return result
+
+    def _publish(
+        self, table: str, chain: list[Path], reports: list[StageReport], inputs: list[dict[str, Any]],
+        started: float,
+    ) -> RunResult:
+        expected = self.recipe.output.table
+        if expected is not None and expected != table:
+            raise RecipeError(f"output.table is '{expected}' but the pipeline produces a {table} table")
+        staging = self.run_dir / f".staging-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "data").mkdir(parents=True)
+        (staging / "quarantine").mkdir()
+        final_data = chain[-1] / "data.parquet"
+        _link_or_copy(final_data, staging / "data" / f"{table}.parquet")
+        for report, stage_dir in zip(reports, chain, strict=True):
+            q = stage_dir / "quarantine.parquet"
+            if report.quarantined:
+                _link_or_copy(q, staging / "quarantine" / f"{report.label}.parquet")
+        checkpoint.publish_dir(staging / "data", self.run_dir / "data")
+        checkpoint.publish_dir(staging / "quarantine", self.run_dir / "quarantine")
+        shutil.rmtree(staging, ignore_errors=True)
+        rows = reports[-1].rows_out
+        seconds = round(time.perf_counter() - started, 3)
+        quarantined = sum(r.quarantined for r in reports)
+        manifest = {
+            "recipe": self.recipe.content(),
+            "recipe_hash": self.recipe.hash(),
+            "seed": self.recipe.seed,
+            "versions": package_versions(),
+            "command": sys.argv,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": seconds,
+            "inputs": inputs,
+            "limit": self.limit,
+            "stages": [asdict(r) for r in reports],
+            "output": {"path": f"data/{table}.parquet", "table": table, "rows": rows},
+            "quarantined": quarantined,
+        }
+        checkpoint.write_json_atomic(manifest, self.run_dir / "manifest.json")
+        return RunResult(
+            run_dir=self.run_dir, output=self.run_dir / "data" / f"{table}.parquet", table=table, rows=rows,
+            seconds=seconds, stages=reports, quarantined=quarantined,
+        )
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def default_run_dir(recipe: Recipe) -> Path:
+    if recipe.output.dir:
+        return recipe.resolve(recipe.output.dir)
+    return Path("runs") / recipe.name
+
+
+def run_recipe(
+    recipe: Recipe | str | Path,
+    out: str | Path | None = None,
+    *,
+    resume: bool = True,
+    limit: int | None = None,
+    overrides: list[str] | None = None,
+    progress: bool = False,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Run a recipe (a :class:`Recipe` or a YAML path) and return what it produced."""
+    from curate.recipe import load_recipe
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides or [])
+    run_dir = Path(out) if out is not None else default_run_dir(recipe)
+    return Runner(recipe, run_dir, resume=resume, limit=limit, progress=progress, on_event=on_event).run()
