@@ -194,6 +194,21 @@ class Context:
 
 def _iter_batches(lf: pl.LazyFrame, size: int, *, progress: bool, desc: str) -> Iterator[pl.DataFrame]:
     """Fixed-size, deterministic batches of ``lf`` (the same input always yields the same batches)."""
+    if not progress:
+        yield from _fixed_batches(lf, size)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    total = int(lf.select(pl.len()).collect().item())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(desc, total=total)
+        for batch in _fixed_batches(lf, size):
+            yield batch
+            bar.advance(task, batch.height)
+
+
+def _fixed_batches(lf: pl.LazyFrame, size: int) -> Iterator[pl.DataFrame]:
     pending: list[pl.DataFrame] = []
     pending_rows = 0
     for chunk in lf.collect_batches(chunk_size=size, maintain_order=True):
