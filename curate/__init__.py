@@ -13,6 +13,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from curate import stages
+from curate.io import load, read
 from curate.pipeline import Context, Pipeline, Stage
+from curate.runner import RunResult, run_recipe
 
-__all__ = ["Context", "Pipeline", "Stage", "__version__", "stages"]
+__all__ = ["Context", "Pipeline", "RunResult", "Stage", "__version__", "load", "read", "run_recipe", "stages"]

@@ -74,7 +74,7 @@ def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML, e.g. recipes/quickstart.yaml"),
     out_dir: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default: the recipe's output.dir or runs/NAME)."),
     resume: bool = typer.Option(True, "--resume/--fresh", help="Reuse finished stages and batches (default), or start over."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N input rows."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N usable input rows."),
     overrides: list[str] = typer.Option([], "--set", help="Override a recipe value: key=value (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary table."),
     log_json: bool = typer.Option(False, "--log-json", help="One JSON line per event on stdout, for schedulers."),

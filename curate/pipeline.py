@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 import xxhash
 
-from curate import checkpoint
+from curate import checkpoint, faults
 from curate.schema import detect_table
 
 log = logging.getLogger("curate")
@@ -178,6 +178,7 @@ class Context:
             else:
                 result = fn(batch)
                 checkpoint.write_parquet_atomic(result, path)
+                faults.shard_written()
                 computed += 1
             paths.append(path)
         self.note("batches_computed", self.stats.get(self.stage_label, {}).get("batches_computed", 0) + computed)

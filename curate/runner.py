@@ -34,7 +34,7 @@ from typing import Any
 import polars as pl
 import xxhash
 
-from curate import checkpoint
+from curate import checkpoint, faults
 from curate.errors import InputDataError, RecipeError
 from curate.io import load
 from curate.pipeline import QUARANTINE_SCHEMA, Context
@@ -216,28 +216,38 @@ class Runner:
         stage_dir.mkdir(parents=True, exist_ok=True)
         staged = stage_dir / "adapted.parquet"
         tmp = checkpoint.tmp_path_for(staged)
-        combined.with_row_index("_pos").sink_parquet(tmp, maintain_order=True)
+        rejected_staged = stage_dir / "rejected.parquet"
+        rejected_tmp = checkpoint.tmp_path_for(rejected_staged)
+        rejected_all = pl.concat(rejected, how="vertical") if rejected else _empty_quarantine()
+        # One pass over the inputs writes both the adapted rows and the rejected ones.
+        pl.collect_all([
+            combined.with_row_index("_pos").sink_parquet(tmp, lazy=True, maintain_order=True),
+            rejected_all.sink_parquet(rejected_tmp, lazy=True, maintain_order=True),
+        ])
         checkpoint.commit(tmp, staged)
+        checkpoint.commit(rejected_tmp, rejected_staged)
         scan = pl.scan_parquet(staged)
-        ids = scan.select("id", "_pos", "_line").collect().with_columns(
+        ids = scan.select("id", "_pos", "_line", "source").collect().with_columns(
             pl.col("id").is_first_distinct().alias("_first")
         )
         firsts = ids.filter(pl.col("_first"))
         repeats = ids.filter(~pl.col("_first")).join(
-            firsts.select("id", pl.col("_line").alias("_first_line")), on="id"
+            firsts.select("id", pl.col("_line").alias("_first_line"), pl.col("source").alias("_first_source")),
+            on="id",
         )
         ctx = Context(cache_dir=self.run_dir / "cache", seed=recipe.seed, stage_label="00-read")
         if repeats.height:
             ctx.quarantine(
-                scan.join(repeats.lazy().select("_pos", "_first_line"), on="_pos", how="inner").drop("_line"),
-                pl.concat_str([pl.lit("identical content to input row "), pl.col("_first_line").cast(pl.String),
-                               pl.lit(" (same id)")]),
+                scan.join(repeats.lazy().select("_pos", "_first_line", "_first_source"), on="_pos", how="inner"),
+                pl.concat_str([pl.lit("identical content to "), pl.col("_first_source").fill_null("input"),
+                               pl.lit(" row "), pl.col("_first_line").cast(pl.String), pl.lit(" (same id)")]),
             )
-        good = scan.join(firsts.lazy().select("_pos"), on="_pos", how="semi", maintain_order="left").drop(
-            "_pos", "_line"
-        )
-        self._sink(stage_dir, good, [*rejected, *ctx.take_quarantine()])
+        internal = [c for c in ("_pos", "_line", "_file", "_error") if c in scan.collect_schema().names()]
+        good = scan.join(firsts.lazy().select("_pos"), on="_pos", how="semi", maintain_order="left").drop(internal)
+        self._sink(stage_dir, good, [pl.scan_parquet(rejected_staged), *ctx.take_quarantine()])
+        faults.reached("stage:00-read")
         staged.unlink()
+        rejected_staged.unlink()
         rows_out = _count(stage_dir / "data.parquet")
         quarantined = _count(stage_dir / "quarantine.parquet")
         report = StageReport(
@@ -287,6 +297,7 @@ class Runner:
                     source = pl.scan_parquet(chain[-1] / "data.parquet")
                     out = stage(source, ctx)
                     self._sink(stage_dir, out, ctx.take_quarantine())
+                    faults.reached(f"stage:{label}")
                     rows_out = _count(stage_dir / "data.parquet")
                     report = StageReport(
                         label=label, name=stage.name, kind=stage.kind, rows_in=rows, rows_out=rows_out,
@@ -325,6 +336,7 @@ class Runner:
         checkpoint.publish_dir(staging / "data", self.run_dir / "data")
         checkpoint.publish_dir(staging / "quarantine", self.run_dir / "quarantine")
         shutil.rmtree(staging, ignore_errors=True)
+        faults.reached("publish")
         rows = reports[-1].rows_out
         seconds = round(time.perf_counter() - started, 3)
         quarantined = sum(r.quarantined for r in reports)

@@ -70,13 +70,24 @@ TASKS = [
     ("List two real-world examples of {t}.", "Example one shows that {f}. Example two is found in ordinary daily routines."),
 ]
 
-LONG_CONTEXT = (
-    "I am preparing study notes for a evening class and I want every section to follow the same plan. "
-    "Each section opens with a plain definition, then gives one worked example, then a short list of "
-    "common mistakes, and it ends with two review questions that a learner can answer without looking "
-    "back at the notes. Please keep the tone friendly, avoid jargon unless it is defined first, and keep "
-    "the whole section under three hundred words so that it fits on one printed page."
-)
+NOTE_RULES = [
+    "Each section opens with a plain definition that a newcomer can follow.",
+    "Give one worked example with every step written out in full.",
+    "Add a short list of the mistakes that learners make most often.",
+    "End with two review questions that can be answered without the notes.",
+    "Keep the tone friendly and define any jargon before using it.",
+    "The whole section must fit on one printed page of three hundred words.",
+    "Use a table when you compare two or more related ideas side by side.",
+    "Mention one open question that researchers still argue about today.",
+    "Include a memorable analogy drawn from cooking, sport or travel.",
+    "Point to one everyday object that shows the idea at work.",
+    "Write for adults returning to study after many years away from school.",
+    "Avoid formulas unless they are explained in words right after.",
+    "Close with a one-line summary printed in bold type.",
+    "Add a short timeline when the history of the idea matters.",
+    "Flag any claim that is simplified with a footnote marker.",
+    "Suggest a five-minute activity the class can do in pairs.",
+]
 
 REFUSAL = "I'm sorry, but I can't help with that request."
 
@@ -107,10 +118,11 @@ def make_alpaca(rng: random.Random) -> list[str]:
     lines = [json.dumps(r, ensure_ascii=False) for r in rows]
     # Long prompts with near-duplicate copies (a word or two changed): minhash_dedup finds them.
     for topic, fact in TOPICS[:12]:
-        base = {"instruction": f"Write a study-notes section about {topic}.", "input": LONG_CONTEXT,
+        context = " ".join(rng.sample(NOTE_RULES, 6))
+        base = {"instruction": f"Write a study-notes section about {topic}.", "input": context,
                 "output": f"Definition: {fact}. Example: a worked case. Mistakes: mixing up causes. Review: two questions."}
         lines.append(json.dumps(base))
-        near = dict(base, input=_edit_words(LONG_CONTEXT, rng, 1 + rng.randrange(2)))
+        near = dict(base, input=_edit_words(context, rng, 1 + rng.randrange(2)))
         lines.append(json.dumps(near))
     # Exact duplicates after normalisation (case and spacing differ).
     for row in rows[:10]:

@@ -1,0 +1,155 @@
+"""Format adapters: raw columns -> one of curate's canonical tables (``curate.schema``).
+
+Detection (``adapter="auto"``) looks only at column names, in this order; the first match wins:
+
+=================  ==================  =======================================================================
+adapter            table               picked when the input has the columns
+=================  ==================  =======================================================================
+``preference``     preference          prompt, chosen, rejected (curate's table; also string variants)
+``candidates``     candidates          id, prompt, responses, source (curate's table)
+``conversation``   conversation        id, messages, source (curate's table)
+``hh_rlhf``        preference          chosen, rejected ("\\n\\nHuman: …\\n\\nAssistant: …" transcripts)
+``pairwise``       preference          response_a, response_b (+ prompt, label|winner|preference|choice)
+``multi_response`` candidates          instruction|prompt and responses|completions (Magpie, UltraFeedback)
+``oasst``          candidates          message_tree_id, prompt (OpenAssistant trees; ``mode: conversations``
+                   (or conversation)   gives the conversation table)
+``sharegpt``       conversation        conversations ([{from, value}])
+``openai``         conversation        messages ([{role, content}]) without curate's id/source
+``alpaca``         conversation        instruction (+ input, output|response, system, instances)
+=================  ==================  =======================================================================
+
+The output of :func:`adapt` is ``schema.conform(...)``: ``id`` (content hash, always recomputed), the table's
+content columns, ``source``, then the input's unused columns as metadata, then ``_line`` (``_file`` for a
+folder) and ``_error``.  ``_error`` is null for a good row, otherwise a message naming the column and what
+was expected; bad rows stay in the frame (content may be null) so the caller can route them to quarantine.
+
+Metadata from a foreign format whose name is one of curate's column names (``id``, ``source``, ``prompt``,
+…) is kept as ``orig_<name>`` (e.g. Self-Instruct's task ``id`` becomes ``orig_id``), so it can never be
+mistaken for curate's own column.  ``source`` is the ``source`` argument, else the file name; curate's own
+tables keep their ``source`` unless the argument is given.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curate.errors import InputDataError
+from curate.io._base import Adapter
+from curate.io.chat import Alpaca, ConversationTable, OpenAIMessages, ShareGPT
+from curate.io.oasst import Oasst
+from curate.io.prefs import HHRLHF, CandidatesTable, MultiResponse, Pairwise, PreferenceTable
+from curate.schema import TABLES, conform
+
+#: Adapter name -> adapter, in detection order.
+ADAPTERS: dict[str, Adapter] = {
+    a.name: a
+    for a in (
+        PreferenceTable(),
+        CandidatesTable(),
+        ConversationTable(),
+        HHRLHF(),
+        Pairwise(),
+        MultiResponse(),
+        Oasst(),
+        ShareGPT(),
+        OpenAIMessages(),
+        Alpaca(),
+    )
+}
+
+#: Bookkeeping columns that are not data.
+INTERNAL = ("_line", "_file", "_error")
+#: curate's own column names: foreign metadata with these names is kept as ``orig_<name>``.
+RESERVED = frozenset({c for columns in TABLES.values() for c in columns} | {"parent_id"})
+
+
+def detect_adapter(columns: Sequence[str], file: str) -> str:
+    """The adapter whose columns ``columns`` has (see the module table), else an ``InputDataError`` listing
+    every adapter with the columns it expects."""
+    names = frozenset(c for c in columns if c not in INTERNAL)
+    for name, adapter in ADAPTERS.items():
+        if adapter.matches(names):
+            return name
+    expected = "; ".join(f"{name}: {a.expects}" for name, a in ADAPTERS.items())
+    raise InputDataError(
+        f"{file}: cannot tell the format from its columns {sorted(names)}; name an adapter "
+        f"(adapter=...). Adapters and the columns they expect: {expected}"
+    )
+
+
+def get_adapter(name: str, file: str = "<input>") -> Adapter:
+    """The adapter called ``name``, or an ``InputDataError`` suggesting the nearest name."""
+    if name in ADAPTERS:
+        return ADAPTERS[name]
+    close = difflib.get_close_matches(name, list(ADAPTERS), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise InputDataError(f"{file}: unknown adapter '{name}'{hint}; adapters: auto, {', '.join(ADAPTERS)}")
+
+
+def adapt(
+    raw: pl.LazyFrame,
+    adapter: str = "auto",
+    *,
+    file: str,
+    options: Mapping[str, Any] | None = None,
+    source: str | None = None,
+) -> tuple[pl.LazyFrame, str]:
+    """Convert a raw frame to a canonical table: ``(frame, table name)``; see the module doc for the columns.
+
+    Lazy throughout (curate's own Parquet streams through); ``hh_rlhf``, ``oasst`` and parallel scores of
+    ``multi_response`` run a Python function per batch inside the plan.
+    """
+    schema = raw.collect_schema()
+    name = detect_adapter(schema.names(), file) if adapter == "auto" else adapter
+    impl = get_adapter(name, file)
+    opts = impl.parse_options(options, file)
+    table = impl.table_for(opts)
+    if "_line" not in schema:
+        raw = raw.with_row_index("_line", offset=1).with_columns(pl.col("_line").cast(pl.Int64))
+    if "_error" in schema:
+        raw = raw.drop("_error")
+    schema = raw.collect_schema()
+    try:
+        conversion = impl.convert(raw, schema, opts)
+    except InputDataError as exc:
+        raise InputDataError(f"{file}: {exc}") from None
+    columns = dict(conversion.columns)
+    error = columns.pop("_error")
+    default_source = source if source is not None else Path(file).name
+    kept_source = columns.pop("source", None)
+    if kept_source is None or source is not None:
+        source_expr = pl.lit(default_source, pl.String)
+    else:
+        source_expr = kept_source.cast(pl.String).fill_null(default_source)
+
+    names = conversion.frame.collect_schema().names()
+    metadata = [
+        c
+        for c in names
+        if c not in conversion.consumed and c not in INTERNAL and not c.startswith("__") and c not in columns
+    ]
+    taken = set(columns) | {"source", "id"}
+    renamed = [
+        pl.col(c).alias(c if impl.canonical or (c not in RESERVED and c not in taken) else f"orig_{c}")
+        for c in metadata
+        if not (impl.canonical and c in taken)
+    ]
+    tail = ["_line", *(["_file"] if "_file" in names else [])]
+    frame = conversion.frame.select(
+        *[expr.alias(column) for column, expr in columns.items()],
+        source_expr.alias("source"),
+        *renamed,
+        *[pl.col(c) for c in tail],
+        error.cast(pl.String).alias("_error"),
+    )
+    frame = conform(frame, table)
+    order = [c for c in frame.collect_schema().names() if c not in INTERNAL]
+    return frame.select(*order, *tail, "_error"), table
+
+
+__all__ = ["ADAPTERS", "INTERNAL", "RESERVED", "adapt", "detect_adapter", "get_adapter"]
