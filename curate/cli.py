@@ -72,8 +72,12 @@ def main_callback(
 @app.command()
 def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML, e.g. recipes/quickstart.yaml"),
-    out_dir: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default: the recipe's output.dir or runs/NAME)."),
-    resume: bool = typer.Option(True, "--resume/--fresh", help="Reuse finished stages and batches (default), or start over."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", "-o", help="Run directory (default: the recipe's output.dir or runs/NAME)."
+    ),
+    resume: bool = typer.Option(
+        True, "--resume/--fresh", help="Reuse finished stages and batches (default), or start over."
+    ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N usable input rows."),
     overrides: list[str] = typer.Option([], "--set", help="Override a recipe value: key=value (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary table."),

@@ -97,7 +97,7 @@ _RecipeLoader.add_implicit_resolver(
 
 
 def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_RecipeLoader)
 
 
 def _format_pydantic(error: pydantic.ValidationError, prefix: str) -> list[str]:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
-def invoke(*args: str):  # noqa: ANN201
+def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 
@@ -27,7 +27,7 @@ def recipe_for(tmp_path: Path, data_name: str, content: bytes | str, stages: str
     return recipe
 
 
-def assert_one_line_error(result, code: int, *fragments: str) -> None:  # noqa: ANN001
+def assert_one_line_error(result, code: int, *fragments: str) -> None:
     assert result.exit_code == code, result.output
     text = result.stderr.strip()
     assert "Traceback" not in text

@@ -11,7 +11,10 @@ from curate.stages import ExactDedup
 
 def frame(prompts: list[str], answers: list[str] | None = None, **extra: list) -> pl.LazyFrame:
     answers = answers or [f"answer {i}" for i in range(len(prompts))]
-    rows = [[{"role": "user", "content": p}, {"role": "assistant", "content": a}] for p, a in zip(prompts, answers)]
+    rows = [
+        [{"role": "user", "content": p}, {"role": "assistant", "content": a}]
+        for p, a in zip(prompts, answers, strict=True)
+    ]
     return conform(pl.DataFrame({"messages": rows, **extra}).lazy(), "conversation")
 
 

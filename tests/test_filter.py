@@ -82,7 +82,7 @@ def test_preference_checks_both_sides() -> None:
 
 
 def test_quarantine_keeps_raw_row_and_id() -> None:
-    kept, dropped = run([conv("", "x")], Filter())
+    _, dropped = run([conv("", "x")], Filter())
     assert dropped.columns == ["stage", "reason", "id", "row"]
     assert dropped["stage"][0] == "filter"
     assert '"content":""' in dropped["row"][0]

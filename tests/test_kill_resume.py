@@ -16,8 +16,11 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma "
-         "tau upsilon phi chi psi omega river stone cloud light paper glass metal forest ocean signal").split()
+WORDS = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu "
+    "nu xi omicron pi rho sigma tau upsilon phi chi psi omega "
+    "river stone cloud light paper glass metal forest ocean signal "
+).split()
 
 
 def write_input(path: Path, rows: int) -> None:

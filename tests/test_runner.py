@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -27,7 +28,7 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     manifest = json.loads(result.manifest_path.read_text())
     stages = manifest["stages"]
     assert [s["name"] for s in stages] == ["read", "filter", "exact_dedup", "minhash_dedup"]
-    for before, after in zip(stages, stages[1:]):
+    for before, after in itertools.pairwise(stages):
         assert after["rows_in"] == before["rows_out"]
     for stage in stages:  # nothing silently dropped
         assert stage["rows_in"] == stage["rows_out"] + stage["quarantined"], stage
