@@ -133,11 +133,16 @@ def validate(
     from curate.recipe import load_recipe
 
     def action() -> None:
+        from curate.io import load
+
         loaded = load_recipe(recipe, overrides)
         for spec in loaded.input:
             path = loaded.resolve(spec.path)
             if not path.exists():
                 raise InputDataError(f"{recipe}: input {spec.path!r} not found (looked at {path})")
+            data = load(path, spec.adapter, options=spec.options, source=spec.source)
+            data.frame.collect_schema()
+            out.print(f"  input {spec.path}: adapter {data.adapter} -> {data.table} table", highlight=False)
         stages = ", ".join(s.name for s in loaded.stage_objects) or "(no stages)"
         out.print(f"{recipe}: ok ({len(loaded.input)} input(s); stages: {stages})", highlight=False)
 
