@@ -93,12 +93,8 @@ def read_pool(data: Path) -> list[str]:
     for name in ("seed_tasks.jsonl", "user_oriented_instructions.jsonl"):
         for row in _jsonl(data / "self_instruct" / name):
             inst = row["instances"][0] if row["instances"] else {}
-            texts.append(
-                "\n".join(p for p in (row["instruction"], inst.get("input"), inst.get("output")) if p)
-            )
-    texts += [
-        row["response"] for row in _jsonl(data / "self_instruct" / "predictions_text-davinci-003.jsonl")
-    ]
+            texts.append("\n".join(p for p in (row["instruction"], inst.get("input"), inst.get("output")) if p))
+    texts += [row["response"] for row in _jsonl(data / "self_instruct" / "predictions_text-davinci-003.jsonl")]
     for article in json.loads((data / "xquad" / "xquad.en.json").read_text())["data"]:
         texts += [paragraph["context"] for paragraph in article["paragraphs"]]
     texts += ["\n".join(row["turns"]) for row in _jsonl(data / "mt_bench" / "question.jsonl")]
@@ -186,8 +182,7 @@ def build_corpus(
     n_base = docs - n_copies
     if n_base > len(pool):
         raise SystemExit(
-            f"--docs {docs} with --dup-rate {dup_rate} needs {n_base} distinct texts; "
-            f"the pool has {len(pool)}"
+            f"--docs {docs} with --dup-rate {dup_rate} needs {n_base} distinct texts; the pool has {len(pool)}"
         )
     base = [pool[i] for i in rng.permutation(len(pool))[:n_base]]
     norm = mh.normalise(base).to_list()
@@ -320,9 +315,7 @@ def curate_labels(frame: pl.DataFrame, quarantine: pl.DataFrame) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=20000)
-    parser.add_argument(
-        "--dup-rate", type=float, default=0.2, help="share of documents that are planted copies"
-    )
+    parser.add_argument("--dup-rate", type=float, default=0.2, help="share of documents that are planted copies")
     parser.add_argument(
         "--hard-share", type=float, default=0.2, help="share of copies edited below the threshold (negatives)"
     )

@@ -77,7 +77,7 @@ def content_key(table: str) -> pl.Expr:
 
 def hash_expr(expr: pl.Expr) -> pl.Expr:
     """xxh3-128 hex digest of a string expression (stable across Polars versions and machines)."""
-    return expr.map_batches(_hash_strings, return_dtype=pl.String)
+    return expr.map_batches(_hash_strings, return_dtype=pl.String, is_elementwise=True)
 
 
 def with_ids(lf: pl.LazyFrame, table: str) -> pl.LazyFrame:

@@ -52,7 +52,7 @@ BYTE_BLOCK = 1 << 20
 #: In :func:`cluster` with verification, a bucket's members (sorted by signature key) are compared with their
 #: next ``BUCKET_WINDOW`` neighbours: all pairs for buckets of up to ``BUCKET_WINDOW + 1`` distinct
 #: signatures, a bounded band of pairs for larger ones.
-BUCKET_WINDOW = 32
+BUCKET_WINDOW = 64
 
 _U64 = np.uint64
 _FMIX_C1 = _U64(0xFF51AFD7ED558CCD)
@@ -407,9 +407,7 @@ def cluster(
             left_parts.append(left)
             right_parts.append(right)
         if sum(len(part) for part in left_parts):
-            component = _components(
-                n_nodes, np.concatenate([nodes, *left_parts]), np.concatenate([rep, *right_parts])
-            )
+            component = _components(n_nodes, np.concatenate([nodes, *left_parts]), np.concatenate([rep, *right_parts]))
             _, smallest = np.unique(component, return_index=True)
             rep = smallest[component]
     return rep[node_of_row].astype(np.int64), figures

@@ -65,9 +65,7 @@ class MinHashDedup(Stage):
 
     name: ClassVar[str] = "minhash_dedup"
     kind: ClassVar = "global"
-    paper: ClassVar[str] = (
-        "Broder 1997 (MinHash); Leskovec et al., Mining of Massive Datasets ch. 3 (LSH); datasketch"
-    )
+    paper: ClassVar[str] = "Broder 1997 (MinHash); Leskovec et al., Mining of Massive Datasets ch. 3 (LSH); datasketch"
 
     on: Literal["prompt", "response", "full"] = "prompt"
     threshold: float = Field(0.8, gt=0.0, le=1.0)
@@ -166,9 +164,7 @@ class MinHashDedup(Stage):
                     frames.append(chunk.select("id", "_len")[take])
                     filled += len(take)
                 offset += chunk.height
-        labels, figures = minhash.cluster(
-            sig, bands=bands, rows=rows, threshold=self.threshold, verify=self.verify
-        )
+        labels, figures = minhash.cluster(sig, bands=bands, rows=rows, threshold=self.threshold, verify=self.verify)
         for key, value in figures.items():
             ctx.note(key, value)
 
