@@ -36,11 +36,13 @@ import xxhash
 
 from curate import checkpoint, faults
 from curate.errors import InputDataError, RecipeError
-from curate.io import load
+from curate.io import Loaded, load
 from curate.pipeline import QUARANTINE_SCHEMA, Context
 from curate.recipe import Recipe
 
 INGEST_VERSION = 1
+#: Rows per Polars streaming morsel during a run.
+STREAMING_CHUNK_ROWS = 5000
 
 
 @dataclass
@@ -176,58 +178,75 @@ class Runner:
             report = StageReport(**{**done["report"], "cached": True})
             return done["table"], stage_dir, report, key, done["inputs"]
 
-        frames: list[pl.LazyFrame] = []
-        rejected: list[pl.LazyFrame] = []
-        table: str | None = None
+        loaded: list[Loaded] = []
         for (spec, path, _), info in zip(specs, inputs_info, strict=True):
-            loaded = load(path, spec.adapter, options=spec.options, source=spec.source)
-            info["adapter"] = loaded.adapter
-            if table is not None and loaded.table != table:
+            item = load(path, spec.adapter, options=spec.options, source=spec.source)
+            if loaded and item.table != loaded[0].table:
                 raise InputDataError(
-                    f"{path}: adapter '{loaded.adapter}' gives a {loaded.table} table but earlier inputs "
-                    f"give {table}; one recipe works on one table"
+                    f"{path}: adapter '{item.adapter}' gives a {item.table} table but earlier inputs "
+                    f"give {loaded[0].table}; one recipe works on one table"
                 )
-            table = loaded.table
-            if recipe.on_error == "raise":
-                first_bad = loaded.rejected.head(1).collect()
-                if first_bad.height:
-                    row = first_bad.row(0, named=True)
-                    raise InputDataError(
-                        f"{path}, row {row['_line']}: {row['reason']} "
-                        "(set 'on_error: quarantine' in the recipe to set such rows aside and go on)"
-                    )
-            frames.append(loaded.frame)
+            info["adapter"] = item.adapter
+            loaded.append(item)
+        table = loaded[0].table
+        frames = [item.adapted.with_columns(pl.lit(i, pl.Int32).alias("_input")) for i, item in enumerate(loaded)]
+        combined = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+        if self.limit is not None:
+            combined = combined.head(self.limit)
+
+        # Pass 1 streams every adapted row (good or not) to disk once.  The rest reads that file: the
+        # adapter never runs twice, and the raw input is read again only for rows that failed.
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        staged = stage_dir / "adapted.parquet"
+        tmp = checkpoint.tmp_path_for(staged)
+        combined.with_row_index("_pos").sink_parquet(tmp, maintain_order=True)
+        checkpoint.commit(tmp, staged)
+        scan = pl.scan_parquet(staged)
+        names = scan.collect_schema().names()
+        keys = ["_file", "_line"] if "_file" in names else ["_line"]
+        errors = scan.filter(pl.col("_error").is_not_null()).select("_input", *keys, "_error").collect()
+        last_line = scan.group_by("_input").agg(pl.col("_line").max()).collect()
+        last = dict(zip(last_line["_input"].to_list(), last_line["_line"].to_list(), strict=True))
+        rejected: list[pl.LazyFrame] = []
+        first_problem: tuple[int, int, str] | None = None
+        for i, item in enumerate(loaded):
+            if i not in last and self.limit is not None:
+                continue  # --limit stopped before this input
+            bad = item.bad_lines
+            if self.limit is not None:
+                bad = bad.filter(pl.col("_line") <= last.get(i, 0))
+            mine = errors.filter(pl.col("_input") == i).drop("_input")
+            candidates = [(int(r["_line"]), r["reason"]) for r in bad.head(1).iter_rows(named=True)]
+            candidates += [(int(r["_line"]), r["_error"]) for r in mine.head(1).iter_rows(named=True)]
+            if candidates and first_problem is None:
+                line, reason = min(candidates)
+                first_problem = (i, line, reason)
+            name = item.path.name
+            parts = [bad.lazy().select("_line", "reason", "row")]
+            if mine.height:
+                parts.append(
+                    mine.lazy().join(item.raw_rows(mine.lazy()), on=keys, how="left", maintain_order="left")
+                    .select("_line", pl.col("_error").alias("reason"), "row")
+                )
             rejected.append(
-                loaded.rejected.select(
+                pl.concat(parts, how="vertical_relaxed").sort("_line", maintain_order=True).select(
                     pl.lit("00-read").alias("stage"),
-                    pl.concat_str([pl.lit(f"{path.name}, row "), pl.col("_line").cast(pl.String),
+                    pl.concat_str([pl.lit(f"{name}, row "), pl.col("_line").cast(pl.String),
                                    pl.lit(": "), pl.col("reason")]).alias("reason"),
                     pl.lit(None, dtype=pl.String).alias("id"),
                     pl.col("row").cast(pl.String),
                 )
             )
-        assert table is not None
-        combined = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
-        if self.limit is not None:
-            combined = combined.head(self.limit)
+        if recipe.on_error == "raise" and first_problem is not None:
+            index, line, reason = first_problem
+            raise InputDataError(
+                f"{loaded[index].path}, row {line}: {reason} "
+                "(set 'on_error: quarantine' in the recipe to set such rows aside and go on)"
+            )
 
-        # Pass 1: adapted rows with ids, streamed to disk.  Pass 2: rows whose content repeats an earlier
-        # row exactly share its id; keep the first and quarantine the rest, so ids stay unique.
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        staged = stage_dir / "adapted.parquet"
-        tmp = checkpoint.tmp_path_for(staged)
-        rejected_staged = stage_dir / "rejected.parquet"
-        rejected_tmp = checkpoint.tmp_path_for(rejected_staged)
-        rejected_all = pl.concat(rejected, how="vertical") if rejected else _empty_quarantine()
-        # One pass over the inputs writes both the adapted rows and the rejected ones.
-        pl.collect_all([
-            combined.with_row_index("_pos").sink_parquet(tmp, lazy=True, maintain_order=True),
-            rejected_all.sink_parquet(rejected_tmp, lazy=True, maintain_order=True),
-        ])
-        checkpoint.commit(tmp, staged)
-        checkpoint.commit(rejected_tmp, rejected_staged)
-        scan = pl.scan_parquet(staged)
-        ids = scan.select("id", "_pos", "_line", "source").collect().with_columns(
+        # Rows whose content repeats an earlier row exactly share its id: keep the first, quarantine the rest.
+        good_scan = scan.filter(pl.col("_error").is_null())
+        ids = good_scan.select("id", "_pos", "_line", "source").collect().with_columns(
             pl.col("id").is_first_distinct().alias("_first")
         )
         firsts = ids.filter(pl.col("_first"))
@@ -236,24 +255,24 @@ class Runner:
             on="id",
         )
         ctx = Context(cache_dir=self.run_dir / "cache", seed=recipe.seed, stage_label="00-read")
+        internal = [c for c in ("_pos", "_line", "_file", "_error", "_input") if c in names]
         if repeats.height:
             ctx.quarantine(
-                scan.join(repeats.lazy().select("_pos", "_first_line", "_first_source"), on="_pos", how="inner"),
+                scan.join(repeats.lazy().select("_pos", "_first_line", "_first_source"), on="_pos", how="inner")
+                .drop(internal),
                 pl.concat_str([pl.lit("identical content to "), pl.col("_first_source").fill_null("input"),
                                pl.lit(" row "), pl.col("_first_line").cast(pl.String), pl.lit(" (same id)")]),
             )
-        internal = [c for c in ("_pos", "_line", "_file", "_error") if c in scan.collect_schema().names()]
         good = scan.join(firsts.lazy().select("_pos"), on="_pos", how="semi", maintain_order="left").drop(internal)
-        self._sink(stage_dir, good, [pl.scan_parquet(rejected_staged), *ctx.take_quarantine()])
+        self._sink(stage_dir, good, [*rejected, *ctx.take_quarantine()])
         faults.reached("stage:00-read")
         staged.unlink()
-        rejected_staged.unlink()
         rows_out = _count(stage_dir / "data.parquet")
         quarantined = _count(stage_dir / "quarantine.parquet")
         report = StageReport(
             label="00-read", name="read", kind="input", rows_in=rows_out + quarantined, rows_out=rows_out,
             quarantined=quarantined, seconds=round(time.perf_counter() - started, 3), cached=False,
-            notes={"identical_rows": repeats.height},
+            notes={"identical_rows": repeats.height, "invalid_rows": quarantined - repeats.height},
         )
         checkpoint.write_json_atomic(
             {"report": asdict(report), "table": table, "inputs": inputs_info}, stage_dir / "stats.json"
@@ -262,6 +281,13 @@ class Runner:
 
     # -- run -----------------------------------------------------------------------------------------
     def run(self) -> RunResult:
+        # Small streaming morsels bound memory on wide rows (conversations are kilobytes each): at 1M
+        # preference rows the default morsel size nearly doubled peak RSS for no gain in speed
+        # (benchmarks/streaming.py).
+        with pl.Config(streaming_chunk_size=STREAMING_CHUNK_ROWS):
+            return self._run()
+
+    def _run(self) -> RunResult:
         started = time.perf_counter()
         with checkpoint.RunLock(self.run_dir):
             if not self.resume and (self.run_dir / "cache").exists():

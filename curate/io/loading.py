@@ -20,17 +20,54 @@ REJECTED_SCHEMA: dict[str, pl.DataType] = {"_line": pl.Int64(), "reason": pl.Str
 class Loaded:
     """An input file as a canonical table.
 
-    ``frame``: good rows, the table's columns + metadata + ``_line``.  ``rejected``: ``_line``, ``reason``,
-    ``row`` (the raw line for lines that did not parse, else the raw row as JSON), sorted by line; a folder
-    input adds ``_file`` (the file inside the folder) to both, last.  Both are lazy over one adapted plan:
-    ``pl.collect_all([frame, rejected])`` computes them in one pass.
+    ``adapted``: every row, the table's columns + metadata + ``_line`` (+ ``_file`` for a folder input) +
+    ``_error`` (null for a good row).  ``frame``: the good rows, without ``_error``.  ``bad_lines``: lines
+    that did not parse at all (``_line``, ``reason``, ``row``).  ``rejected``: bad lines and rows with an
+    ``_error``, as ``_line``, ``reason``, ``row`` (the raw line for lines that did not parse, else the raw
+    row as JSON), sorted by line, plus ``_file`` last for folder inputs.
+
+    ``rejected`` re-evaluates the adapter over the whole input; a runner that has already written
+    ``adapted`` should instead find the error keys there and call :meth:`raw_rows` for just those.
     """
 
     path: Path
     adapter: str
     table: str
-    frame: pl.LazyFrame
-    rejected: pl.LazyFrame
+    adapted: pl.LazyFrame
+    bad_lines: pl.DataFrame
+    raw_frame: pl.LazyFrame
+    data_columns: list[str]
+
+    @property
+    def keys(self) -> list[str]:
+        return ["_file", "_line"] if "_file" in self.raw_frame.collect_schema() else ["_line"]
+
+    @property
+    def frame(self) -> pl.LazyFrame:
+        return self.adapted.filter(pl.col("_error").is_null()).drop("_error")
+
+    def raw_rows(self, keys: pl.LazyFrame) -> pl.LazyFrame:
+        """The raw input rows (as JSON in ``row``) at the given ``_line`` (and ``_file``) keys."""
+        schema = self.raw_frame.collect_schema()
+        return self.raw_frame.join(keys.select(self.keys).unique(), on=self.keys, how="semi").select(
+            *self.keys, _row_json(self.data_columns, schema).alias("row")
+        )
+
+    @property
+    def rejected(self) -> pl.LazyFrame:
+        keys = self.keys
+        errors = self.adapted.filter(pl.col("_error").is_not_null()).select(
+            *keys, pl.col("_error").alias("reason")
+        )
+        # Encode only the rejected rows' raw columns (a semi-join first), not the whole input.
+        row_errors = errors.join(self.raw_rows(errors), on=keys, how="left", maintain_order="left")
+        bad_lines = self.bad_lines.lazy().select(*keys, "reason", "row")
+        order = ["_line", "reason", "row", *(["_file"] if "_file" in keys else [])]
+        return (
+            pl.concat([bad_lines, row_errors], how="vertical_relaxed")
+            .sort(keys, maintain_order=True)
+            .select(order)
+        )
 
 
 def load(
@@ -56,22 +93,7 @@ def load(
         )
     name = detect_adapter(data_columns, file) if adapter == "auto" else adapter
     adapted, table = adapt(raw.frame, name, file=file, options=options, source=source)
-    keys = ["_file", "_line"] if "_file" in schema else ["_line"]
-    frame = adapted.filter(pl.col("_error").is_null()).drop("_error")
-    errors = adapted.filter(pl.col("_error").is_not_null()).select(*keys, pl.col("_error").alias("reason"))
-    # Encode only the rejected rows' raw columns (a semi-join first), not the whole input.
-    raw_rows = raw.frame.join(errors.select(keys).unique(), on=keys, how="semi").select(
-        *keys, _row_json(data_columns, schema).alias("row")
-    )
-    row_errors = errors.join(raw_rows, on=keys, how="left", maintain_order="left")
-    bad_lines = raw.bad_lines.lazy().select(*keys, "reason", "row")
-    order = ["_line", "reason", "row", *(["_file"] if "_file" in schema else [])]
-    rejected = (
-        pl.concat([bad_lines, row_errors], how="vertical_relaxed")
-        .sort(keys, maintain_order=True)
-        .select(order)
-    )
-    return Loaded(raw.path, name, table, frame, rejected)
+    return Loaded(raw.path, name, table, adapted, raw.bad_lines, raw.frame, data_columns)
 
 
 def read(path: str | Path, adapter: str = "auto", **options: Any) -> pl.LazyFrame:
