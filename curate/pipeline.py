@@ -29,6 +29,7 @@ import polars as pl
 import xxhash
 
 from curate import checkpoint, faults
+from curate.models import ModelRegistry
 from curate.schema import detect_table
 
 log = logging.getLogger("curate")
@@ -52,6 +53,11 @@ class Stage:
     paper: ClassVar[str] = ""
     #: Bump when the stage's output for the same parameters changes, so caches are not reused.
     version: ClassVar[int] = 1
+    #: Names of parameters that hold model handles (``models:`` of the recipe); their specs join the cache key.
+    model_params: ClassVar[tuple[str, ...]] = ()
+
+    def models_used(self) -> list[str]:
+        return [h for p in self.model_params if (h := getattr(self, p, None))]
 
     def __call__(self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None) -> pl.LazyFrame:
         ctx = ctx if ctx is not None else Context.ephemeral()
@@ -93,6 +99,7 @@ class Context:
     quarantined: list[tuple[str, pl.LazyFrame]] = field(default_factory=list)
     stage_label: str = "stage"
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: ModelRegistry = field(default_factory=ModelRegistry)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
     @classmethod

@@ -37,6 +37,7 @@ import xxhash
 from curate import checkpoint, faults
 from curate.errors import InputDataError, RecipeError
 from curate.io import Loaded, load
+from curate.models import ModelRegistry
 from curate.pipeline import QUARANTINE_SCHEMA, Context
 from curate.recipe import Recipe
 
@@ -307,9 +308,11 @@ class Runner:
             ctx = Context(
                 cache_dir=self.run_dir / "cache", seed=self.recipe.seed, batch_size=self.recipe.batch_size,
                 progress=self.progress,
+                models=ModelRegistry(dict(self.recipe.models), self.recipe.base_dir),
             )
             for index, stage in enumerate(self.recipe.stage_objects, start=1):
-                key = xxhash.xxh3_128_hexdigest(f"{key}|{stage.fingerprint()}".encode())
+                model_keys = "|".join(ctx.models.fingerprint(h) for h in stage.models_used())
+                key = xxhash.xxh3_128_hexdigest(f"{key}|{stage.fingerprint()}|{model_keys}".encode())
                 label = f"{index:02d}-{stage.name}"
                 stage_dir = self._stage_dir(index, stage.name, key)
                 done = self._done(stage_dir) if self.resume else None

@@ -1,0 +1,58 @@
+"""Model handles: the ``models:`` section of a recipe, resolved lazily to loaded backends.
+
+A recipe names models once (``models: {gen: {backend: transformers, path: default}}``) and stages refer
+to them by handle (``magpie: {model: gen}``).  The registry loads each handle at most once per run, on
+first use, so a recipe whose model stages are all cached never loads a model.  ``fingerprint(handle)`` is
+the model's identity for cache keys: changing a model's path or settings invalidates the work of the
+stages that use it, and only theirs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import xxhash
+
+from curate.errors import RecipeError
+
+ModelKind = Literal["llm", "embed"]
+
+
+@dataclass
+class ModelRegistry:
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    base_dir: Path = Path(".")
+    _loaded: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def spec(self, handle: str) -> dict[str, Any]:
+        if handle not in self.specs:
+            known = ", ".join(sorted(self.specs)) or "none"
+            raise RecipeError(f"model '{handle}' is not defined under models: in the recipe (defined: {known})")
+        return self.specs[handle]
+
+    def fingerprint(self, handle: str) -> str:
+        return xxhash.xxh3_128_hexdigest(json.dumps(self.spec(handle), sort_keys=True, default=str).encode())
+
+    def register(self, handle: str, model: Any, spec: dict[str, Any] | None = None) -> None:
+        """Use an already-loaded model object under ``handle`` (notebooks)."""
+        self.specs[handle] = spec if spec is not None else {"object": repr(model)}
+        self._loaded[handle] = model
+
+    def get(self, handle: str, kind: ModelKind) -> Any:
+        if handle not in self._loaded:
+            spec = dict(self.spec(handle))
+            if kind == "llm":
+                from curate.llm import load_llm
+
+                self._loaded[handle] = load_llm(spec, base_dir=self.base_dir)
+            else:
+                from curate.embed import load_encoder
+
+                self._loaded[handle] = load_encoder(spec, base_dir=self.base_dir)
+        return self._loaded[handle]
+
+    def close(self) -> None:
+        self._loaded.clear()
