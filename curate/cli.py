@@ -6,6 +6,7 @@ shows the traceback instead.
 
 from __future__ import annotations
 
+import inspect as pyinspect
 import json
 import sys
 import textwrap
@@ -163,7 +164,7 @@ def stages(name: str | None = typer.Argument(None, help="A stage to describe in 
     def describe(stage_name: str) -> None:
         cls = STAGES[stage_name]
         out.print(f"[bold]{stage_name}[/]  ({cls.kind} stage)  paper: {cls.paper or '-'}", highlight=False)
-        out.print(textwrap.indent(textwrap.dedent(cls.__doc__ or "").strip(), "  "), highlight=False)
+        out.print(textwrap.indent(pyinspect.cleandoc(cls.__doc__ or ""), "  "), highlight=False)
         table = Table("parameter", "type", "default", box=None, pad_edge=False)
         for field_name, info in cls.__pydantic_fields__.items():  # type: ignore[attr-defined]
             default = info.default_factory() if info.default_factory is not None else info.default
