@@ -97,6 +97,8 @@ def run(
     def on_event(event: dict[str, Any]) -> None:
         if log_json:
             print(json.dumps(event, default=str), flush=True)
+        elif show and event["event"] == "export_done":
+            out.print(f"  export {event['format']}: {event['out']} {event['splits']}", highlight=False)
         elif show and event["event"] == "stage_done":
             cached = " (cached)" if event["cached"] else ""
             out.print(
@@ -213,6 +215,30 @@ def inspect(
                 table.add_row(metric, *[str(dist.get(k, "-")) for k in
                                         ("count", "mean", "min", "p10", "p50", "p90", "max")])
             out.print(table)
+
+    _guard(debug, action)
+
+
+@app.command()
+def export(
+    source: Path = typer.Argument(..., help="A run directory or a Parquet file of a canonical table."),
+    fmt: str = typer.Option(..., "--format", "-f", help="dpo | kto | sft | listwise"),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for train.parquet (and test.parquet)."),
+    test_size: float = typer.Option(0.0, "--test-size", help="Held-out fraction, split by prompt."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split."),
+    save_to_disk: bool = typer.Option(False, "--save-to-disk", help="Also write a datasets.DatasetDict."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Write the dataset a TRL trainer takes as is (DPO/ORPO/CPO/RM, KTO, SFT, listwise).
+
+    Example: curate export runs/preference_clean --format kto --out exports/kto --test-size 0.1
+    """
+    from curate.export import describe
+    from curate.export import export as run_export
+
+    def action() -> None:
+        result = run_export(source, fmt, out_dir, test_size=test_size, seed=seed, save_to_disk=save_to_disk)
+        out.print(describe(result), highlight=False)
 
     _guard(debug, action)
 

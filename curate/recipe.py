@@ -43,6 +43,17 @@ class OutputSpec(BaseModel):
     table: Literal["conversation", "candidates", "preference"] | None = None
 
 
+class ExportSpec(BaseModel):
+    """``export:`` in a recipe: after publishing, write a trainer-ready copy to ``RUN/export/<format>/``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["dpo", "kto", "sft", "listwise"]
+    test_size: float = Field(default=0.0, ge=0.0, lt=1.0)
+    seed: int | None = None
+    save_to_disk: bool = False
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
@@ -55,10 +66,16 @@ class Recipe(BaseModel):
     output: OutputSpec = Field(default_factory=OutputSpec)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
     stages: list[dict[str, Any]] = Field(default_factory=list)
+    export: list[ExportSpec] = Field(default_factory=list)
 
     # Not part of the YAML: where relative paths resolve from, and the built stage objects.
     base_dir: Path = Field(default=Path("."), exclude=True)
     stage_objects: list[Stage] = Field(default_factory=list, exclude=True)
+
+    @field_validator("export", mode="before")
+    @classmethod
+    def _one_or_many_exports(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
     @field_validator("input", mode="before")
     @classmethod

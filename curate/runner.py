@@ -341,6 +341,14 @@ class Runner:
                 rows = report.rows_out
                 self._emit("stage_done", **asdict(report))
             result = self._publish(table, chain, reports, inputs, started)
+        for spec in self.recipe.export:
+            from curate.export import export
+
+            done = export(
+                result.output, spec.format, self.run_dir / "export" / spec.format, test_size=spec.test_size,
+                seed=self.recipe.seed if spec.seed is None else spec.seed, save_to_disk=spec.save_to_disk,
+            )
+            self._emit("export_done", format=spec.format, out=str(done.out_dir), splits=done.splits)
         self._emit("run_done", output=str(result.output), rows=result.rows, seconds=result.seconds,
                    quarantined=result.quarantined)
         return result
