@@ -243,6 +243,26 @@ def export(
     _guard(debug, action)
 
 
+@app.command()
+def gc(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be deleted."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Delete cache entries the run's latest manifest no longer uses (old parameters, old inputs)."""
+    from curate.runner import collect_garbage
+
+    def action() -> None:
+        doomed, freed = collect_garbage(run_dir, dry_run=dry_run)
+        verb = "would delete" if dry_run else "deleted"
+        out.print(f"{verb} {len(doomed)} cache entr{'y' if len(doomed) == 1 else 'ies'} ({freed / 2**20:.1f} MiB)",
+                  highlight=False)
+        for path in doomed:
+            out.print(f"  {path}", highlight=False)
+
+    _guard(debug, action)
+
+
 def main() -> None:
     app()
 

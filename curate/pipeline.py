@@ -172,6 +172,8 @@ class Context:
         size = batch_size or self.batch_size
         shard_dir = self.cache_dir / "shards" / key[:32]
         shard_dir.mkdir(parents=True, exist_ok=True)
+        used = self.stats.get(self.stage_label, {}).get("shard_dirs", [])
+        self.note("shard_dirs", sorted({*used, shard_dir.name}))
         source = lf.select(columns) if columns is not None else lf
         paths: list[Path] = []
         computed = 0

@@ -57,6 +57,7 @@ class StageReport:
     seconds: float
     cached: bool
     notes: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str = ""
 
 
 @dataclass
@@ -295,6 +296,7 @@ class Runner:
                 shutil.rmtree(self.run_dir / "cache")
             self._emit("run_start", recipe=self.recipe.name, run_dir=str(self.run_dir))
             table, stage_dir, report, key, inputs = self._ingest()
+            report.cache_dir = stage_dir.name
             reports = [report]
             chain = [stage_dir]
             self._emit("stage_done", **asdict(report))
@@ -336,6 +338,7 @@ class Runner:
                     )
                     checkpoint.write_json_atomic({"report": asdict(report), "params": stage.params()},
                                                  stage_dir / "stats.json")
+                report.cache_dir = stage_dir.name
                 reports.append(report)
                 chain.append(stage_dir)
                 rows = report.rows_out
@@ -396,6 +399,34 @@ class Runner:
             run_dir=self.run_dir, output=self.run_dir / "data" / f"{table}.parquet", table=table, rows=rows,
             seconds=seconds, stages=reports, quarantined=quarantined,
         )
+
+
+def collect_garbage(run_dir: Path, *, dry_run: bool = False) -> tuple[list[Path], int]:
+    """Delete cache entries that the run's current manifest does not use; returns (paths, bytes freed).
+
+    Kept: the stage directories of the last finished run and the batch-shard folders its stages read.
+    Everything else under ``cache/`` is left from earlier parameters or inputs, and is only a speed-up for
+    re-running those; removing it never changes an output.  Holds the run lock, so it never races a run.
+    """
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise InputDataError(f"{run_dir}: no manifest.json (not a finished run directory)")
+    manifest = json.loads(manifest_path.read_text())
+    keep_stages = {s.get("cache_dir") for s in manifest["stages"]}
+    keep_shards = {d for s in manifest["stages"] for d in s.get("notes", {}).get("shard_dirs", [])}
+    if None in keep_stages or "" in keep_stages:
+        raise InputDataError(f"{manifest_path}: written by an older curate; run the recipe again before gc")
+    doomed: list[Path] = []
+    with checkpoint.RunLock(run_dir):
+        cache = run_dir / "cache"
+        for folder, keep in ((cache / "stages", keep_stages), (cache / "shards", keep_shards)):
+            if folder.is_dir():
+                doomed += [p for p in sorted(folder.iterdir()) if p.name not in keep]
+        freed = sum(f.stat().st_size for p in doomed for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+        if not dry_run:
+            for path in doomed:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return doomed, freed
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -30,12 +30,13 @@ def test_map_batches_caches_shards_and_preserves_order(tmp_path: Path) -> None:
     first = ctx.map_batches(lf, work, key="k" * 32).collect()
     assert calls == [7, 7, 7, 7, 2]
     assert first["id"].to_list() == lf.collect()["id"].to_list()
-    assert ctx.stats["s"] == {"batches_computed": 5, "batches_cached": 0}
+    assert ctx.stats["s"]["batches_computed"] == 5 and ctx.stats["s"]["batches_cached"] == 0
+    assert ctx.stats["s"]["shard_dirs"] == ["k" * 32]
 
     ctx2 = Context(cache_dir=tmp_path, batch_size=7, stage_label="s")
     again = ctx2.map_batches(lf, work, key="k" * 32).collect()
     assert calls == [7, 7, 7, 7, 2]  # nothing recomputed
-    assert ctx2.stats["s"] == {"batches_computed": 0, "batches_cached": 5}
+    assert ctx2.stats["s"]["batches_computed"] == 0 and ctx2.stats["s"]["batches_cached"] == 5
     assert again.equals(first)
 
     # A different key (other parameters) computes again; a grown input computes only the new batches.

@@ -107,3 +107,23 @@ def test_inputs_must_share_a_table(tmp_path: Path) -> None:
     recipe.write_text("name: r\non_error: quarantine\ninput: [a.jsonl, p.jsonl]\nstages: []\n")
     with pytest.raises(InputDataError, match="one recipe works on one table"):
         run_recipe(recipe, tmp_path / "run")
+
+
+def test_gc_keeps_what_the_manifest_uses(tmp_path: Path) -> None:
+    from curate.runner import collect_garbage
+
+    run_dir = tmp_path / "run"
+    run_recipe(ROOT / "recipes" / "quickstart.yaml", run_dir, overrides=["minhash_dedup.ngram=3"])
+    final = run_recipe(ROOT / "recipes" / "quickstart.yaml", run_dir)
+    before = pl.read_parquet(final.output)
+    doomed, freed = collect_garbage(run_dir, dry_run=True)
+    names = sorted(p.parent.name + "/" + p.name[:16] for p in doomed)
+    # the old minhash stage output and its ngram=3 signature shards
+    assert len(doomed) == 2 and freed > 0, names
+    assert any(n.startswith("stages/03-minhash_dedup") for n in names)
+    assert all(p.exists() for p in doomed)
+    collect_garbage(run_dir)
+    assert not any(p.exists() for p in doomed)
+    again = run_recipe(ROOT / "recipes" / "quickstart.yaml", run_dir)
+    assert all(s.cached for s in again.stages)
+    assert pl.read_parquet(again.output).equals(before)
