@@ -196,6 +196,54 @@ class Context:
             return pl.LazyFrame(schema=fn(source.head(0).collect()).schema)
         return pl.scan_parquet(paths)
 
+    def map_rows(
+        self,
+        lf: pl.LazyFrame,
+        fn: Callable[[pl.DataFrame], pl.DataFrame],
+        key: str,
+        *,
+        batch_size: int | None = None,
+        columns: Sequence[str] | None = None,
+        desc: str | None = None,
+    ) -> pl.LazyFrame:
+        """Like :meth:`map_batches`, cached per row: for work whose output has exactly one row per input ``id``.
+
+        Only the ids without a cached result for ``key`` are batched and passed to ``fn``, wherever they
+        sit in the input: a refreshed input that gained N rows costs N rows of work, even when the new
+        rows are in the middle.  ``fn`` must return one row per input row, with the same ``id``; anything
+        else is a bug in the stage and raises.  Returns the results in input order.
+        """
+        size = batch_size or self.batch_size
+        shard_dir = self.cache_dir / "shards" / key[:32]
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        used = self.stats.get(self.stage_label, {}).get("shard_dirs", [])
+        self.note("shard_dirs", sorted({*used, shard_dir.name}))
+        source = lf.select(columns) if columns is not None else lf
+        existing = sorted(shard_dir.glob("*.parquet"))
+        todo = source
+        if existing:
+            done = pl.scan_parquet(existing).select("id")
+            todo = source.join(done, on="id", how="anti", maintain_order="left")
+        computed = 0
+        for batch in _iter_batches(todo, size, progress=self.progress, desc=desc or self.stage_label):
+            result = fn(batch)
+            if "id" not in result.columns or result.height != batch.height or not (
+                result.get_column("id").sort().equals(batch.get_column("id").sort())
+            ):
+                raise RuntimeError(f"{self.stage_label}: map_rows needs one output row per input id")
+            batch_hash = xxhash.xxh3_128_hexdigest("\n".join(batch.get_column("id").to_list()).encode())
+            checkpoint.write_parquet_atomic(result, shard_dir / f"{batch_hash}.parquet")
+            faults.shard_written()
+            computed += batch.height
+        stats = self.stats.get(self.stage_label, {})
+        self.note("rows_computed", stats.get("rows_computed", 0) + computed)
+        shards = sorted(shard_dir.glob("*.parquet"))
+        if not shards:
+            return pl.LazyFrame(schema=fn(source.head(0).collect()).schema)
+        total = int(source.select(pl.len()).collect().item())
+        self.note("rows_cached", stats.get("rows_cached", 0) + total - computed)
+        return source.select("id").join(pl.scan_parquet(shards), on="id", how="inner", maintain_order="left")
+
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()

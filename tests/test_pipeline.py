@@ -91,3 +91,30 @@ def test_publish_dir_replaces_whole_directory(tmp_path: Path) -> None:
     assert sorted(p.name for p in final.iterdir()) == ["new.parquet"]
     assert not staging.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_map_rows_computes_only_new_ids_wherever_they_are(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def work(batch: pl.DataFrame) -> pl.DataFrame:
+        seen.extend(batch["id"].to_list())
+        return batch.select("id", pl.col("messages").list.len().alias("turns"))
+
+    base = conversations(20).collect()
+    ctx = Context(cache_dir=tmp_path, batch_size=6, stage_label="s")
+    first = ctx.map_rows(base.lazy(), work, key="r" * 32).collect()
+    assert first["id"].to_list() == base["id"].to_list() and len(seen) == 20
+    # 5 new rows inserted in the middle and 3 old rows removed: only the 5 are computed, order follows input.
+    extra = conversations(25).collect().slice(20, 5)
+    grown = pl.concat([base.slice(0, 10), extra, base.slice(13, 7)])
+    ctx2 = Context(cache_dir=tmp_path, batch_size=6, stage_label="s")
+    out = ctx2.map_rows(grown.lazy(), work, key="r" * 32).collect()
+    assert seen[20:] == extra["id"].to_list()
+    assert out["id"].to_list() == grown["id"].to_list()
+    assert ctx2.stats["s"]["rows_computed"] == 5 and ctx2.stats["s"]["rows_cached"] == 17
+
+
+def test_map_rows_rejects_non_one_to_one_functions(tmp_path: Path) -> None:
+    ctx = Context(cache_dir=tmp_path, stage_label="s")
+    with pytest.raises(RuntimeError, match="one output row per input id"):
+        ctx.map_rows(conversations(3), lambda b: b.head(1).select("id"), key="x" * 32).collect()
