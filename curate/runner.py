@@ -35,6 +35,7 @@ import polars as pl
 import xxhash
 
 from curate import checkpoint, faults
+from curate.checkpoint import file_digest
 from curate.errors import InputDataError, RecipeError
 from curate.io import Loaded, load
 from curate.models import ModelRegistry
@@ -73,18 +74,6 @@ class RunResult:
     @property
     def manifest_path(self) -> Path:
         return self.run_dir / "manifest.json"
-
-
-def file_digest(path: Path) -> str:
-    """xxh3 of a file's bytes (or of every file in a folder): the input's identity for the cache."""
-    digest = xxhash.xxh3_128()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for item in files:
-        digest.update(str(item.relative_to(path) if path.is_dir() else item.name).encode())
-        with open(item, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str]:
@@ -314,7 +303,8 @@ class Runner:
             )
             for index, stage in enumerate(self.recipe.stage_objects, start=1):
                 model_keys = "|".join(ctx.models.fingerprint(h) for h in stage.models_used())
-                key = xxhash.xxh3_128_hexdigest(f"{key}|{stage.fingerprint()}|{model_keys}".encode())
+                extra = stage.cache_key_extra(ctx)
+                key = xxhash.xxh3_128_hexdigest(f"{key}|{stage.fingerprint()}|{model_keys}|{extra}".encode())
                 label = f"{index:02d}-{stage.name}"
                 stage_dir = self._stage_dir(index, stage.name, key)
                 done = self._done(stage_dir) if self.resume else None
@@ -373,8 +363,14 @@ class Runner:
             q = stage_dir / "quarantine.parquet"
             if report.quarantined:
                 _link_or_copy(q, staging / "quarantine" / f"{report.label}.parquet")
+        (staging / "reports").mkdir()
+        for report in reports:  # stage reports (e.g. the audit's matches) are outputs too: publish them
+            produced = report.notes.get("report")
+            if produced and Path(produced).is_file():
+                _link_or_copy(Path(produced), staging / "reports" / f"{report.label}{Path(produced).suffix}")
         checkpoint.publish_dir(staging / "data", self.run_dir / "data")
         checkpoint.publish_dir(staging / "quarantine", self.run_dir / "quarantine")
+        checkpoint.publish_dir(staging / "reports", self.run_dir / "reports")
         shutil.rmtree(staging, ignore_errors=True)
         faults.reached("publish")
         rows = reports[-1].rows_out

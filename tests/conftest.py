@@ -14,3 +14,27 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama model folder with a ChatML template (tests/tiny_llm.py); built once per session."""
+    from tiny_llm import CHATML, build_tiny_llm  # tests/ is on sys.path (pytest rootdir-relative import)
+
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm") / "chatml", chat_template=CHATML)
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_builder(tmp_path_factory: pytest.TempPathFactory):
+    """``builder(chat_template: str) -> Path``: a tiny model folder per chat template, built once per session."""
+    import hashlib
+
+    from tiny_llm import build_tiny_llm
+
+    root = tmp_path_factory.mktemp("tiny_llms")
+
+    def builder(chat_template: str) -> Path:
+        name = hashlib.sha1(chat_template.encode()).hexdigest()[:12]
+        return build_tiny_llm(root / name, chat_template=chat_template)
+
+    return builder

@@ -1,0 +1,359 @@
+"""The ``transformers`` backend: a local folder or GGUF file, on CPU or GPU, in length-sorted padded batches.
+
+Why it looks like this:
+
+* Prompts are tokenized once, sorted by length (when that saves padding: see ``_batch_order``) and cut
+  into batches of ``batch_size``; left padding keeps every row's last prompt token at the same position so
+  one ``generate`` call serves the whole batch.  Results go back in input order.
+* Stop strings end a row as soon as its text contains one (a ``StoppingCriteria`` that decodes only the
+  tail of each row), and the text is cut before the stop string, as the OpenAI API and vLLM do.
+* Top-k log-probabilities come from the model's raw next-token distribution (before temperature/top-p),
+  captured per step by a logits processor so that only ``k`` values per token are kept, never the whole
+  vocabulary for every step.
+* A seed makes sampling deterministic: the RNG is forked and seeded per call, so the caller's global RNG
+  is not disturbed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from curate.errors import ModelError
+from curate.llm._common import END_OF_TURN_TOKENS, cut_at_stop, offline_hub
+from curate.llm.base import Conversation, Generation, Sampling
+
+log = logging.getLogger(__name__)
+
+
+class TransformersLLM:
+    """LLM protocol over a ``transformers`` causal LM.
+
+    ``folder`` holds config + weights + tokenizer, or a GGUF file named by ``gguf_file`` (dequantized on
+    load).  ``device``/``dtype`` ``"auto"`` pick CUDA with bf16 (fp16 where bf16 is unsupported) when a
+    GPU is present, else CPU float32 (CPU half precision is slow and inexact).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        gguf_file: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 16,
+        tokenizer: Path | None = None,
+        chat_template: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        offline_hub()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch = torch
+        self.folder = Path(folder)
+        self.gguf_file = gguf_file
+        self.batch_size = max(1, int(batch_size))
+        self.device = _pick_device(device, torch)
+        self.dtype = _pick_dtype(dtype, self.device, torch)
+        self.name = name or f"transformers:{self.folder / gguf_file if gguf_file else self.folder}"
+        kw: dict[str, Any] = {"local_files_only": True}
+        if gguf_file:
+            kw["gguf_file"] = gguf_file
+        try:
+            tok_src = Path(tokenizer) if tokenizer else self.folder
+            tok_kw = kw if tokenizer is None else {"local_files_only": True}
+            self.tokenizer = AutoTokenizer.from_pretrained(str(tok_src), **tok_kw)
+            self.model = AutoModelForCausalLM.from_pretrained(str(self.folder), dtype=self.dtype, **kw)
+        except (OSError, ValueError) as e:
+            where = self.folder / gguf_file if gguf_file else self.folder
+            raise ModelError(f"cannot load model from {where}: {e}") from e
+        self.model.to(self.device)
+        self.model.eval()
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        if chat_template:
+            tok.chat_template = chat_template
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token or tok.unk_token
+        self.eos_ids = self._stop_token_ids()
+        # Does the tokenizer add BOS by itself?  Then raw prompts get one unless they already start with it
+        # (a chat template usually writes BOS itself; a second one derails the model).
+        probe = tok("a").input_ids
+        self._adds_bos = tok.bos_token_id is not None and bool(probe) and probe[0] == tok.bos_token_id
+        self._token_text: dict[int, str] = {}
+
+    def __repr__(self) -> str:
+        return f"TransformersLLM({self.name!r}, device={self.device}, dtype={self.dtype})"
+
+    # -- protocol -------------------------------------------------------------------------------------
+    def render(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
+        if not self.tokenizer.chat_template:
+            raise ModelError(f"{self.name} has no chat template; set chat_template: in the model's spec")
+        return self.tokenizer.apply_chat_template(
+            [dict(m) for m in conversation], tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[Generation]]:
+        return self.generate([self.render(c) for c in conversations], sampling)
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Generation]]:
+        if not prompts:
+            return []
+        ids = self.encode_batch(prompts)
+        order = self._batch_order(ids)
+        out: list[list[Generation] | None] = [None] * len(ids)
+        torch = self._torch
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, enabled=sampling.seed is not None):
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                for i, gens in zip(chunk, self._generate_batch([ids[i] for i in chunk], sampling), strict=True):
+                    out[i] = gens
+        return out  # type: ignore[return-value]
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def _batch_order(self, ids: list[list[int]]) -> list[int]:
+        """Row order for batching: by prompt length when that saves real padding, else input order.
+
+        A batch costs (rows x longest prompt) to prefill and (rows x longest *generation*) to decode.
+        Sorting removes prompt padding, but prompt length says nothing about generation length, so when
+        prompts are of similar length sorting saves little and only reshuffles which generations share a
+        batch.  Sort only when it cuts the padded prompt tokens by at least 10%.
+        """
+        order = list(range(len(ids)))
+        by_len = sorted(order, key=lambda i: len(ids[i]))
+
+        def padded(o: list[int]) -> int:
+            b = self.batch_size
+            return sum(max(len(ids[i]) for i in o[s : s + b]) * len(o[s : s + b]) for s in range(0, len(o), b))
+
+        return by_len if padded(by_len) < 0.9 * padded(order) else order
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids of a prompt as the model sees it (BOS added once when the tokenizer uses one)."""
+        tok = self.tokenizer
+        ids = tok(prompt, add_special_tokens=False).input_ids
+        if self._adds_bos and (not ids or ids[0] != tok.bos_token_id):
+            ids = [tok.bos_token_id, *ids]
+        return ids
+
+    def encode_batch(self, prompts: Sequence[str]) -> list[list[int]]:
+        """:meth:`encode` for many prompts in one call of the (Rust) tokenizer."""
+        tok = self.tokenizer
+        out = tok(list(prompts), add_special_tokens=False).input_ids
+        if self._adds_bos:
+            bos = tok.bos_token_id
+            out = [x if x and x[0] == bos else [bos, *x] for x in out]
+        return out
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts (for budgets and the manifest's token totals)."""
+        return [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+
+    def _stop_token_ids(self) -> list[int]:
+        tok = self.tokenizer
+        ids: set[int] = set()
+        eos = self.model.generation_config.eos_token_id
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif eos:
+            ids.update(int(e) for e in eos)
+        if tok.eos_token_id is not None:
+            ids.add(tok.eos_token_id)
+        vocab = tok.get_vocab()
+        special = set(getattr(tok, "all_special_tokens", []) or []) | set(getattr(tok, "added_tokens_encoder", {}))
+        for t in END_OF_TURN_TOKENS:
+            if t in vocab and t in special:
+                ids.add(vocab[t])
+        return sorted(ids)
+
+    def _text(self, token_id: int) -> str:
+        text = self._token_text.get(token_id)
+        if text is None:
+            text = self.tokenizer.decode([token_id])
+            self._token_text[token_id] = text
+        return text
+
+    def _generate_batch(self, batch: list[list[int]], sampling: Sampling) -> list[list[Generation]]:
+        torch = self._torch
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        tok = self.tokenizer
+        pad = tok.pad_token_id
+        width = max(len(x) for x in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, x in enumerate(batch):
+            if x:
+                input_ids[r, width - len(x) :] = torch.tensor(x, dtype=torch.long)
+                mask[r, width - len(x) :] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+
+        greedy = sampling.temperature <= 0
+        n_model = 1 if greedy else max(1, sampling.n)  # greedy: n copies of one decode
+        cfg = GenerationConfig(
+            max_new_tokens=max(1, sampling.max_tokens),
+            do_sample=not greedy,
+            num_return_sequences=n_model,
+            eos_token_id=self.eos_ids,
+            pad_token_id=pad,
+            bos_token_id=tok.bos_token_id,
+        )
+        if not greedy:
+            cfg.temperature = float(sampling.temperature)
+            cfg.top_p = float(sampling.top_p)
+            cfg.top_k = 0  # the protocol has no top-k: sample from the whole top-p nucleus
+        processors = LogitsProcessorList()
+        capture = None
+        if sampling.logprobs:
+            capture = _TopKCapture(int(sampling.logprobs))
+            processors.append(capture)
+        criteria = StoppingCriteriaList()
+        stop = tuple(s for s in sampling.stop if s)
+        stopper = _StopStrings(tok, stop, width) if stop else None
+        if stopper is not None:
+            criteria.append(stopper)
+        with torch.inference_mode():
+            seqs = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                generation_config=cfg,
+                logits_processor=processors,
+                stopping_criteria=criteria,
+            )
+        gen = seqs[:, width:].tolist()
+        eos = set(self.eos_ids)
+        results: list[list[Generation]] = []
+        for r in range(len(batch)):
+            row_gens: list[Generation] = []
+            for j in range(n_model):
+                k = r * n_model + j
+                toks = gen[k]
+                # Generated length: up to and including the first EOS; padding after it is not generated.
+                length, ended = len(toks), False
+                for p, t in enumerate(toks):
+                    if t in eos:
+                        length, ended = p + 1, True
+                        break
+                stopped_at = stopper.stopped_at[k] if stopper is not None and stopper.stopped_at else None
+                if stopped_at is not None and stopped_at <= length:
+                    # Ended by a stop string; what follows is padding (which may be the EOS id itself).
+                    length, ended = stopped_at, False
+                elif not ended:
+                    length = _strip_pad(toks, pad, length)
+                body = toks[: length - 1] if ended else toks[:length]
+                text, hit = cut_at_stop(tok.decode(body, skip_special_tokens=True), stop)
+                finish = "stop" if (ended or hit) else ("length" if length >= cfg.max_new_tokens else "stop")
+                lps = capture.row(k, length, self._text) if capture is not None else None
+                row_gens.append(Generation(text=text, tokens=length, finish_reason=finish, logprobs=lps,
+                                           prompt_tokens=len(batch[r])))
+            if greedy and sampling.n > 1:
+                row_gens = [
+                    Generation(g.text, g.tokens, g.finish_reason, g.logprobs, g.prompt_tokens)
+                    for g in row_gens * sampling.n
+                ]
+            results.append(row_gens)
+        return results
+
+
+def _strip_pad(toks: list[int], pad: int, length: int) -> int:
+    """Length without trailing pad tokens (rows that stopped early are padded to the batch's length)."""
+    while length > 0 and toks[length - 1] == pad:
+        length -= 1
+    return length
+
+
+class _TopKCapture:
+    """Logits processor that records the top-k log-probabilities of the raw logits at each step.
+
+    transformers runs caller-given processors before its temperature/top-p warpers, so it sees the model's
+    own distribution (tests/test_llm_transformers.py checks this); it returns the scores unchanged.  Only
+    ``k`` values per row and step are kept, never the vocabulary.
+    """
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.steps: list[tuple[Any, Any]] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        lp = torch.log_softmax(scores.float(), dim=-1)
+        vals, idx = torch.topk(lp, self.k, dim=-1)
+        self.steps.append((vals.cpu(), idx.cpu()))
+        return scores
+
+    def row(self, r: int, length: int, text: Any) -> list[dict[str, float]]:
+        out: list[dict[str, float]] = []
+        for vals, idx in self.steps[:length]:
+            d: dict[str, float] = {}
+            for v, i in zip(vals[r].tolist(), idx[r].tolist(), strict=True):
+                t = text(i)
+                if t not in d:  # two ids can decode to the same text: keep the likelier
+                    d[t] = float(v)
+            out.append(d)
+        return out
+
+
+class _StopStrings:
+    """Stopping criterion: a row is done once its generated text contains a stop string.
+
+    Decodes only the last few tokens of each unfinished row per step (enough to hold the longest stop
+    string), so the cost per step does not grow with the generated length.
+    """
+
+    def __init__(self, tokenizer: Any, stop: tuple[str, ...], prompt_width: int) -> None:
+        self.tok = tokenizer
+        self.stop = stop
+        self.width = prompt_width
+        self.tail = max(len(s) for s in stop) + 4
+        self.done: list[bool] | None = None
+        #: Per row, the generated length at which a stop string appeared (None: never).
+        self.stopped_at: list[int | None] = []
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        rows = input_ids.shape[0]
+        if self.done is None:
+            self.done = [False] * rows
+            self.stopped_at = [None] * rows
+        gen = input_ids[:, self.width :]
+        start = max(0, gen.shape[1] - self.tail)
+        tails = gen[:, start:].tolist()
+        for r in range(rows):
+            if not self.done[r]:
+                text = self.tok.decode(tails[r], skip_special_tokens=True)
+                if any(s in text for s in self.stop):
+                    self.done[r] = True
+                    self.stopped_at[r] = gen.shape[1]
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+def _pick_device(device: str, torch: Any) -> Any:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ModelError(f"unknown device {device!r}: {e}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but this torch build sees no CUDA GPU")
+    return dev
+
+
+def _pick_dtype(dtype: str, device: Any, torch: Any) -> Any:
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ModelError(f"unknown dtype {dtype!r} (one of: auto, {', '.join(table)})")
+    return table[dtype]

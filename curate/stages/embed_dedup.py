@@ -1,0 +1,112 @@
+"""Semantic deduplication with sentence embeddings and FAISS (DESIGN.md section 6, ``embed_dedup``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+import polars as pl
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.dataclasses import dataclass
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from curate.embed import EmbedStats, build_index, embed_texts, encoder_from, pairs_above
+from curate.pipeline import Context, Stage
+from curate.schema import text_for
+from curate.stages._keep import keep_columns, rank_expr, validate_keep
+
+
+@dataclass(config=ConfigDict(extra="forbid"))
+class EmbedDedup(Stage):
+    """Drop rows whose text means the same as another row's: cosine similarity of their sentence embeddings
+    ``>= threshold`` (default 0.95), one row kept per cluster.
+
+    SemDeDup (Abbas et al. 2023, "SemDeDup: Data-efficient learning at web-scale through semantic
+    deduplication") removes pairs above a cosine threshold; Magpie (Xu et al. 2024) filters its generated
+    instructions the same way with a sentence encoder.  Why on top of ``minhash_dedup``: paraphrases share
+    meaning, not n-grams, and MinHash does not see them.
+
+    - **Text** ``on``: ``prompt`` (default; what Magpie deduplicates), ``response`` or ``full``, embedded by the
+      ``model`` handle (``models: {embed: ...}``; the bundled all-MiniLM-L6-v2 when undefined) through the
+      per-text cache, so a re-run or a refresh encodes only new texts.
+    - **Pairs**: ``search: range`` (default) finds every pair at or above the threshold on an exact index;
+      ``knn`` looks at the ``k`` nearest neighbours of each row only (bounded work when huge clusters exist).
+      Above ``exact_max`` rows the index is HNSW and its measured recall is noted.
+    - **Clusters**: connected components of the pair graph (so a chain a~b~c is one cluster even when a and
+      c are below the threshold, as in SemDeDup's pairwise removal applied transitively).
+    - **Keep**: ``first``, ``longest`` (characters of the text) or ``highest:<column>``; the others go to
+      quarantine with ``near duplicate (embedding, cos C) of <kept id>``, ``C`` the cosine to the kept row.
+    """
+
+    name: ClassVar[str] = "embed_dedup"
+    kind: ClassVar = "global"
+    paper: ClassVar[str] = "Abbas et al. 2023, SemDeDup; Xu et al. 2024, Magpie"
+    model_params: ClassVar[tuple[str, ...]] = ("model",)
+
+    on: Literal["prompt", "response", "full"] = "prompt"
+    threshold: float = Field(0.95, gt=0.0, le=1.0)
+    search: Literal["range", "knn"] = "range"
+    k: int = Field(16, ge=2)
+    keep: str = "first"
+    model: str = "embed"
+    index: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    exact_max: int = Field(100_000, ge=1)
+
+    @field_validator("keep")
+    @classmethod
+    def _check_keep(cls, value: str) -> str:
+        return validate_keep(value)
+
+    def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
+        table = self.table_of(lf)
+        names = lf.collect_schema().names()
+        ranking = rank_expr(self.keep, names)  # a missing keep column fails before any encoding
+        rows = (
+            lf.select("id", text_for(table, self.on).fill_null("").alias("_text"), *keep_columns(self.keep))
+            .with_row_index("_pos")
+            .collect()
+        )
+        encoder = encoder_from(ctx.models, self.model)
+        stats = EmbedStats()
+        vectors = embed_texts(encoder, rows.get_column("_text"), ctx.cache_dir, stats=stats)
+        ctx.note("texts_encoded", stats.encoded)
+        ctx.note("texts_cached", stats.cached)
+        index = build_index(vectors, kind=self.index, exact_max=self.exact_max, seed=ctx.seed)
+        for key, value in index.describe().items():
+            ctx.note(key, value)
+        left, right, _ = pairs_above(index, vectors, self.threshold, search=self.search, k=self.k)
+        other = left != right
+        left, right = left[other], right[other]
+        ctx.note("pairs", len(left) // 2 if self.search == "range" else len(left))
+        n = rows.height
+        labels = connected_components(
+            coo_matrix((np.ones(len(left), np.int8), (left, right)), shape=(n, n)).tocsr(), directed=False
+        )[1]
+        members = rows.with_columns(
+            _cluster=pl.Series(labels, dtype=pl.Int64), _text_len=pl.col("_text").str.len_chars()
+        ).filter(pl.len().over("_cluster") > 1)
+        winners = (
+            members.sort(ranking)
+            .unique("_cluster", keep="first", maintain_order=True)
+            .select("_cluster", pl.col("id").alias("_dup_of"), pl.col("_pos").alias("_wpos"))
+        )
+        losers = members.join(winners, on="_cluster").filter(pl.col("_pos") != pl.col("_wpos"))
+        lpos = losers.get_column("_pos").to_numpy()
+        wpos = losers.get_column("_wpos").to_numpy()
+        cosine = np.einsum("ij,ij->i", vectors[lpos], vectors[wpos]) if len(lpos) else np.empty(0, np.float32)
+        losers = (
+            losers.with_columns(_cos=pl.Series(np.char.mod("%.2f", cosine), dtype=pl.String))
+            # Rows with a kept row's id have its content: they stay with it (the join on id cannot tell them apart).
+            .filter(~pl.col("id").is_in(winners.get_column("_dup_of").implode()))
+            .sort("_pos")
+            .unique("id", keep="first", maintain_order=True)
+            .select("id", "_dup_of", "_cos")
+        )
+        ctx.note("clusters", winners.height)
+        ctx.note("duplicates", losers.height)
+        ctx.quarantine(
+            lf.join(losers.lazy(), on="id", how="inner", maintain_order="left"),
+            pl.format("near duplicate (embedding, cos {}) of {}", pl.col("_cos"), pl.col("_dup_of")),
+        )
+        return lf.join(losers.lazy().select("id"), on="id", how="anti", maintain_order="left")

@@ -1,0 +1,354 @@
+"""LLM-as-a-judge: pointwise rubric scores and swap-checked pairwise verdicts (DESIGN.md section 6, ``judge``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import combinations
+from typing import Any, ClassVar, Literal
+
+import polars as pl
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from curate.errors import InputDataError
+from curate.llm.base import Generation, Sampling
+from curate.pipeline import Context, Stage
+from curate.schema import RESPONSES
+from curate.synth import judging
+from curate.synth.rows import batch_seed, model_key, prompt_until_last_user
+
+_POINT = pl.Struct({"score": pl.Float64, "parsed": pl.Float64, "reason": pl.String, "rationale": pl.String,
+                    "chars": pl.Int64})
+
+
+def _assistant_text(messages: Sequence[dict[str, str]] | None) -> str:
+    return "\n".join(m["content"] for m in messages or [] if m["role"] == "assistant")
+
+
+def _pearson(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 3:
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sx = math.sqrt(sum((x - mx) ** 2 for x in xs))
+    sy = math.sqrt(sum((y - my) ** 2 for y in ys))
+    if sx == 0 or sy == 0:
+        return None
+    return round(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / (sx * sy), 4)
+
+
+@dataclass(config=ConfigDict(extra="forbid"))
+class Judge(Stage):
+    """Score responses with an LLM judge, pointwise or pairwise.
+
+    Follows Zheng et al. 2023 (MT-Bench: single-answer grading, and pairwise comparison judged in both
+    orders because judges favour a position), UltraFeedback (Cui et al. 2023: rubric ratings of every
+    candidate, the input of best-vs-worst pairs) and Prometheus (Kim et al. 2023: a configurable rubric,
+    a short justification, then an integer score).  The prompts are curate's own
+    (:mod:`curate.synth.judging`); ``rubric`` and ``scale`` (1-5 or 1-10) are parameters.
+
+    **How the answer is read** (``rating_from``).  ``text``: the judge writes a short rationale and a
+    ``Rating: N`` / ``Verdict: X`` line, parsed leniently (:func:`~curate.synth.judging.parse_rating`); with
+    ``logprobs`` and a backend that returns them, the score is the expected value of the distribution of the
+    rating token over ``1..scale`` (G-Eval, Liu et al. 2023): finer than one sampled digit, so ties, which
+    ``pairs`` cannot use, get rarer.  ``prefill``: the judge's answer is prefilled with ``Rating:`` /
+    ``Verdict:`` and only the next token's probabilities are read (as deita scores, Liu et al. 2024): three
+    generated tokens per call, no rationale, and the only reading that small models (which copy the format
+    placeholder instead of rating) get right.  ``auto`` (default): prefill when the backend renders the chat
+    template locally, else text.  Unreadable output gives a null score and a reason, never an error.
+
+    **pointwise**: each response gets a rating.  Candidates: ``responses[].score`` is set and ``judge``
+    holds, aligned with ``responses``, ``{score, parsed, reason, rationale, chars}``.  Preference: ``score_chosen`` and
+    ``score_rejected`` are set, with ``judge_reason_*``, ``judge_rationale_*``, ``judge_chars_*``.
+    Conversation: the last assistant turn is graded into ``judge_score`` (+ reason, rationale, chars).
+
+    **pairwise**: each pair is judged twice, the second time with the positions swapped; a winner only when
+    both orders agree, two ties or disagreeing orders give a tie (``judge_consistent`` false), an unreadable
+    verdict gives null (``pairwise_rule: calibrated`` decides from position-averaged probabilities instead,
+    Wang et al. 2023).  Preference: ``judge_verdict`` in chosen / rejected / tie (agreement with the
+    dataset's label is noted).  Candidates: every pair of responses is judged and ``responses[].score`` is
+    the share of its decided comparisons a response won (ties count half), in 0..1.
+
+    Length bias (Zheng et al. 2023; Dubois et al. 2024): the character length of every judged response is
+    stored, and the notes report the correlation of score and length (pointwise) or how often the longer
+    response won (pairwise), with ``swap_consistency``.  Model calls go through :meth:`Context.map_batches`.
+    """
+
+    name: ClassVar[str] = "judge"
+    kind: ClassVar = "batch"
+    paper: ClassVar[str] = "Zheng et al. 2023, MT-Bench LLM-as-a-judge; Cui et al. 2023, UltraFeedback; Kim et al. 2023"
+    model_params: ClassVar[tuple[str, ...]] = ("model",)
+
+    model: str = "judge"
+    mode: Literal["pointwise", "pairwise"] = "pointwise"
+    scale: Literal[5, 10] = 5
+    rubric: str = judging.DEFAULT_RUBRIC
+    #: Ask for the rating before the rationale (cheaper, the rating is never cut off by max_tokens).
+    rating_first: bool = False
+    #: How the answer is read. ``text``: the judge writes (rationale and) rating, parsed from the text.
+    #: ``prefill``: the judge's answer is prefilled with ``Rating:`` / ``Verdict:`` and the rating is read
+    #: from the next token's probabilities (no rationale; 3 tokens per call instead of up to max_tokens; the
+    #: only way small models follow the format).  ``auto``: prefill when the backend can render the template.
+    rating_from: Literal["auto", "text", "prefill"] = "auto"
+    #: Read pointwise scores as expected values from the rating token's log-probabilities when available.
+    logprobs: bool = True
+    top_logprobs: int = Field(20, ge=2, le=20)
+    temperature: float = Field(0.0, ge=0.0)
+    max_tokens: int = Field(256, ge=4)
+    seed: int = Field(0, ge=0)
+    #: Pairwise decision.  ``agree``: a winner only when both orders name it (Zheng et al. 2023).
+    #: ``calibrated`` (prefill only): each side's win probability averaged over both positions, a winner when
+    #: the averages differ by more than ``tie_margin`` (Wang et al. 2023); removes a constant position bias.
+    pairwise_rule: Literal["agree", "calibrated"] = "agree"
+    tie_margin: float = Field(0.0, ge=0.0, le=1.0)
+    #: At most this many responses per candidates row in pairwise mode (k*(k-1) calls per row).
+    max_pairwise_responses: int = Field(6, ge=2)
+    #: Rows per model call (one cached shard each).
+    batch_size: int = Field(32, ge=1)
+
+    # -- model calls -------------------------------------------------------------------------------------
+    def _uses_prefill(self, llm: Any) -> bool:
+        if self.rating_from != "auto":
+            return self.rating_from == "prefill"
+        try:
+            llm.render([{"role": "user", "content": "ping"}], add_generation_prompt=True)
+        except Exception:  # a backend without a local tokenizer (HTTP without tokenizer:) cannot prefill
+            return False
+        return True
+
+    def _generations(self, llm: Any, conversations: list[list[dict[str, str]]], ids: list[str], prefill: str | None,
+                     ) -> list[Generation | None]:
+        if not conversations:
+            return []
+        if prefill is not None:
+            sampling = Sampling(temperature=0.0, max_tokens=3, seed=batch_seed(self.seed, ids),
+                                logprobs=self.top_logprobs)
+            prompts = [llm.render(c, add_generation_prompt=True) + prefill for c in conversations]
+            outputs = llm.generate(prompts, sampling)
+        else:
+            sampling = Sampling(
+                temperature=self.temperature, max_tokens=self.max_tokens, seed=batch_seed(self.seed, ids),
+                logprobs=self.top_logprobs if (self.logprobs and self.mode == "pointwise") else None,
+            )
+            outputs = llm.chat(conversations, sampling)
+        return [gens[0] if gens else None for gens in outputs]
+
+    def _rate_many(self, llm: Any, conversations: list[list[dict[str, str]]], ids: list[str], prefill: bool,
+                   ) -> list[dict[str, Any]]:
+        gens = self._generations(llm, conversations, ids, judging.RATING_PREFIX if prefill else None)
+        out = []
+        for gen in gens:
+            if prefill:
+                top = judging.first_label_position(gen.logprobs if gen is not None else None)
+                score, parsed, how = judging.rating_distribution(top, self.scale)
+                if not self.logprobs:
+                    score = parsed
+                out.append({"score": score, "parsed": parsed, "reason": how, "rationale": ""})
+                continue
+            text = gen.text if gen is not None else ""
+            rating = judging.parse_rating(text, self.scale, rating_first=self.rating_first)
+            score, how = judging.expected_rating(text, gen.logprobs if gen is not None else None, rating, self.scale)
+            if score is not None and not self.logprobs:
+                score, how = rating.score, "parsed"
+            out.append({"score": score, "parsed": rating.score, "reason": rating.reason or how,
+                        "rationale": rating.rationale})
+        return out
+
+    def _verdicts(self, llm: Any, conversations: list[list[dict[str, str]]], ids: list[str], prefill: bool,
+                  ) -> list[tuple[str | None, dict[str, float] | None]]:
+        gens = self._generations(llm, conversations, ids, judging.VERDICT_PREFIX if prefill else None)
+        if prefill:
+            out = []
+            for g in gens:
+                top = judging.first_label_position(g.logprobs if g else None)
+                out.append((judging.verdict_distribution(top)[0], judging.verdict_probabilities(top)))
+            return out
+        return [(judging.parse_verdict(g.text if g is not None else "")[0], None) for g in gens]
+
+    def _pairwise(self, llm: Any, items: list[tuple[list[dict[str, str]], str, str]], ids: list[str],
+                  prefill: bool) -> list[dict]:
+        calls = []
+        for prompt, x, y in items:
+            calls.append(judging.pairwise_prompt(prompt, x, y, rubric=self.rubric, verdict_first=prefill))
+            calls.append(judging.pairwise_prompt(prompt, y, x, rubric=self.rubric, verdict_first=prefill))
+        verdicts = self._verdicts(llm, calls, ids, prefill)
+        out = []
+        for i in range(len(items)):
+            (first, p_first), (second, p_second) = verdicts[2 * i], verdicts[2 * i + 1]
+            verdict, consistent, reason = judging.combine_swapped(first, second)
+            if self.pairwise_rule == "calibrated" and p_first is not None and p_second is not None:
+                verdict = judging.calibrated_verdict(p_first, p_second, self.tie_margin)
+                reason = None if consistent else "orders disagree: verdict from position-averaged probabilities"
+            out.append({"verdict": verdict, "consistent": consistent, "reason": reason, "first": first,
+                        "swapped": second})
+        return out
+
+    # -- stage -------------------------------------------------------------------------------------------
+    def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
+        table = self.table_of(lf)
+        if self.mode == "pairwise" and table == "conversation":
+            raise InputDataError("judge mode pairwise needs candidates or preference rows (two responses to compare)")
+        llm = ctx.models.get(self.model, "llm")
+        fn = {"pointwise": self._pointwise_batch, "pairwise": self._pairwise_batch}[self.mode]
+        prefill = self._uses_prefill(llm)
+        key = model_key(self.fingerprint(), ctx.models.fingerprint(self.model), ("judge", table, prefill))
+        ctx.note("rating_from", "prefill" if prefill else "text")
+
+        def run(batch: pl.DataFrame) -> pl.DataFrame:
+            return fn(llm, batch, table, prefill)
+
+        out = ctx.map_batches(lf, run, key, batch_size=self.batch_size, desc=f"{ctx.stage_label} (judge)")
+        self._notes(out, table, ctx)
+        return out
+
+    def _pointwise_batch(self, llm: Any, batch: pl.DataFrame, table: str, prefill: bool) -> pl.DataFrame:
+        rows = batch.to_dicts()
+        ids = batch["id"].to_list()
+        calls: list[list[dict[str, str]]] = []
+        where: list[tuple[int, int]] = []
+        texts: dict[tuple[int, int], str] = {}
+        for r, row in enumerate(rows):
+            if table == "candidates":
+                prompt = list(row["prompt"] or [])
+                answers = [resp["content"] for resp in row["responses"] or []]
+            elif table == "preference":
+                prompt = list(row["prompt"] or [])
+                answers = [_assistant_text(row["chosen"]), _assistant_text(row["rejected"])]
+            else:
+                messages = list(row["messages"] or [])
+                prompt = prompt_until_last_user(messages) or []
+                answers = [_assistant_text(messages[len(prompt):])] if prompt else [""]
+            for s, answer in enumerate(answers):
+                texts[(r, s)] = answer or ""
+                if prompt and answer and answer.strip():
+                    calls.append(judging.pointwise_prompt(prompt, answer, scale=self.scale, rubric=self.rubric,
+                                                          rating_first=self.rating_first or prefill))
+                    where.append((r, s))
+        results = dict(zip(where, self._rate_many(llm, calls, ids, prefill), strict=True))
+        empty = {"score": None, "parsed": None, "reason": "nothing to judge (no prompt or empty response)",
+                 "rationale": ""}
+
+        def result(slot: tuple[int, int]) -> dict[str, Any]:
+            return {**results.get(slot, empty), "chars": len(texts.get(slot, ""))}
+
+        if table == "candidates":
+            judged = [[result((r, s)) for s in range(len(row["responses"] or []))] for r, row in enumerate(rows)]
+            responses = [
+                [{**resp, "score": j["score"]} for resp, j in zip(row["responses"] or [], js, strict=True)]
+                for row, js in zip(rows, judged, strict=True)
+            ]
+            return batch.with_columns(pl.Series("responses", responses, dtype=RESPONSES),
+                                      pl.Series("judge", judged, dtype=pl.List(_POINT)))
+        if table == "preference":
+            cols = []
+            for s, side in enumerate(("chosen", "rejected")):
+                res = [result((r, s)) for r in range(len(rows))]
+                cols += [
+                    pl.Series(f"score_{side}", [x["score"] for x in res], dtype=pl.Float64),
+                    pl.Series(f"judge_reason_{side}", [x["reason"] for x in res], dtype=pl.String),
+                    pl.Series(f"judge_rationale_{side}", [x["rationale"] for x in res], dtype=pl.String),
+                    pl.Series(f"judge_chars_{side}", [x["chars"] for x in res], dtype=pl.Int64),
+                ]
+            return batch.with_columns(cols)
+        res = [result((r, 0)) for r in range(len(rows))]
+        return batch.with_columns(
+            pl.Series("judge_score", [x["score"] for x in res], dtype=pl.Float64),
+            pl.Series("judge_reason", [x["reason"] for x in res], dtype=pl.String),
+            pl.Series("judge_rationale", [x["rationale"] for x in res], dtype=pl.String),
+            pl.Series("judge_chars", [x["chars"] for x in res], dtype=pl.Int64),
+        )
+
+    def _pairwise_batch(self, llm: Any, batch: pl.DataFrame, table: str, prefill: bool) -> pl.DataFrame:
+        rows = batch.to_dicts()
+        ids = batch["id"].to_list()
+        if table == "preference":
+            items = [(list(row["prompt"] or []), _assistant_text(row["chosen"]), _assistant_text(row["rejected"]))
+                     for row in rows]
+            res = self._pairwise(llm, items, ids, prefill)
+            names = {"a": "chosen", "b": "rejected", "tie": "tie"}
+            return batch.with_columns(
+                pl.Series("judge_verdict", [names.get(x["verdict"]) for x in res], dtype=pl.String),
+                pl.Series("judge_consistent", [x["consistent"] for x in res], dtype=pl.Boolean),
+                pl.Series("judge_reason", [x["reason"] for x in res], dtype=pl.String),
+                pl.Series("judge_verdict_first", [x["first"] for x in res], dtype=pl.String),
+                pl.Series("judge_verdict_swapped", [x["swapped"] for x in res], dtype=pl.String),
+                pl.Series("judge_chars_chosen", [len(x) for _, x, _ in items], dtype=pl.Int64),
+                pl.Series("judge_chars_rejected", [len(y) for _, _, y in items], dtype=pl.Int64),
+            )
+        items, where = [], []
+        for r, row in enumerate(rows):
+            responses = row["responses"] or []
+            if len(responses) > self.max_pairwise_responses:
+                raise InputDataError(
+                    f"row {row['id']}: {len(responses)} responses; pairwise judging of candidates takes at most "
+                    f"max_pairwise_responses={self.max_pairwise_responses} (k*(k-1) model calls per row)"
+                )
+            for i, j in combinations(range(len(responses)), 2):
+                items.append((list(row["prompt"] or []), responses[i]["content"] or "", responses[j]["content"] or ""))
+                where.append((r, i, j))
+        res = self._pairwise(llm, items, ids, prefill)
+        wins: dict[tuple[int, int], float] = {}
+        decided: dict[tuple[int, int], int] = {}
+        consistent: dict[int, list[bool]] = {}
+        for (r, i, j), x in zip(where, res, strict=True):
+            if x["verdict"] is None:
+                continue
+            consistent.setdefault(r, []).append(bool(x["consistent"]))
+            for me, mine in ((i, "a"), (j, "b")):
+                decided[(r, me)] = decided.get((r, me), 0) + 1
+                wins[(r, me)] = wins.get((r, me), 0.0) + (1.0 if x["verdict"] == mine else
+                                                          0.5 if x["verdict"] == "tie" else 0.0)
+        responses = []
+        for r, row in enumerate(rows):
+            responses.append([
+                {**resp, "score": wins[(r, k)] / decided[(r, k)] if decided.get((r, k)) else None}
+                for k, resp in enumerate(row["responses"] or [])
+            ])
+        return batch.with_columns(
+            pl.Series("responses", responses, dtype=RESPONSES),
+            pl.Series("judge_comparisons", [len(consistent.get(r, [])) for r in range(len(rows))], dtype=pl.Int64),
+            pl.Series("judge_consistent_comparisons", [sum(consistent.get(r, [])) for r in range(len(rows))],
+                      dtype=pl.Int64),
+        )
+
+    # -- notes ---------------------------------------------------------------------------------------------
+    def _notes(self, out: pl.LazyFrame, table: str, ctx: Context) -> None:
+        """Figures over the whole output (cached batches included): nulls, swap consistency, length bias."""
+        if self.mode == "pointwise":
+            if table == "candidates":
+                flat = out.select(pl.col("judge")).explode("judge").unnest("judge").select("score", "chars")
+            elif table == "preference":
+                flat = pl.concat([
+                    out.select(pl.col(f"score_{s}").alias("score"), pl.col(f"judge_chars_{s}").alias("chars"))
+                    for s in ("chosen", "rejected")
+                ])
+            else:
+                flat = out.select(pl.col("judge_score").alias("score"), pl.col("judge_chars").alias("chars"))
+            frame = flat.filter(pl.col("chars").is_not_null()).collect()
+            scored = frame.filter(pl.col("score").is_not_null())
+            ctx.note("judged", frame.height)
+            ctx.note("null_scores", frame.height - scored.height)
+            ctx.note("mean_score", round(float(scored["score"].mean()), 4) if scored.height else None)
+            ctx.note("length_score_correlation", _pearson([float(c) for c in scored["chars"]],
+                                                          [float(s) for s in scored["score"]]))
+            return
+        if table == "preference":
+            frame = out.select("judge_verdict", "judge_consistent", "judge_chars_chosen",
+                               "judge_chars_rejected").collect()
+            parsed = frame.filter(pl.col("judge_verdict").is_not_null())
+            ctx.note("pairs", frame.height)
+            ctx.note("unparseable", frame.height - parsed.height)
+            if parsed.height:
+                ctx.note("swap_consistency", round(float(parsed["judge_consistent"].mean()), 4))
+                ctx.note("agreement_with_label", round(float((parsed["judge_verdict"] == "chosen").mean()), 4))
+                won = parsed.filter(pl.col("judge_verdict") != "tie").filter(
+                    pl.col("judge_chars_chosen") != pl.col("judge_chars_rejected"))
+                chosen_longer = won["judge_chars_chosen"] > won["judge_chars_rejected"]
+                longer = (won["judge_verdict"] == "chosen") == chosen_longer
+                ctx.note("longer_wins", round(float(longer.mean()), 4) if won.height else None)
+            return
+        frame = out.select(pl.col("judge_comparisons").sum().alias("n"),
+                           pl.col("judge_consistent_comparisons").sum().alias("c")).collect()
+        n, c = int(frame["n"][0] or 0), int(frame["c"][0] or 0)
+        ctx.note("comparisons", n)
+        ctx.note("swap_consistency", round(c / n, 4) if n else None)
