@@ -34,6 +34,8 @@ DEFAULT_SPECS: dict[str, dict[str, Any]] = {
 class ModelRegistry:
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     base_dir: Path = Path(".")
+    #: Where backends keep their own caches (the OpenAI backend's request cache); the run's cache folder.
+    cache_dir: Path | None = None
     _loaded: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def spec(self, handle: str) -> dict[str, Any]:
@@ -61,7 +63,7 @@ class ModelRegistry:
             if kind == "llm":
                 from curate.llm import load_llm
 
-                self._loaded[handle] = load_llm(spec, base_dir=self.base_dir)
+                self._loaded[handle] = load_llm(spec, base_dir=self.base_dir, cache_dir=self.cache_dir)
             elif kind == "embed":
                 from curate.embed import load_encoder
 

@@ -299,7 +299,7 @@ class Runner:
             ctx = Context(
                 cache_dir=self.run_dir / "cache", seed=self.recipe.seed, batch_size=self.recipe.batch_size,
                 progress=self.progress,
-                models=ModelRegistry(dict(self.recipe.models), self.recipe.base_dir),
+                models=ModelRegistry(dict(self.recipe.models), self.recipe.base_dir, self.run_dir / "cache" / "models"),
             )
             for index, stage in enumerate(self.recipe.stage_objects, start=1):
                 model_keys = "|".join(ctx.models.fingerprint(h) for h in stage.models_used())

@@ -5,6 +5,7 @@ never leaking into logs, errors or reprs."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,17 @@ def test_client_errors_are_not_retried(client, server) -> None:
     with pytest.raises(ModelError, match="HTTP 400"):
         llm.generate(["Hi"], GREEDY)
     assert server.requests - before == 1
+
+
+def test_concurrency_is_bounded(client, server) -> None:
+    deadline = time.monotonic() + 5
+    while server.in_flight and time.monotonic() < deadline:  # hung handlers of earlier fault tests
+        time.sleep(0.05)
+    server.max_in_flight = 0
+    server.faults.extend(["slow"] * 6)  # late answers, so requests overlap as far as the client lets them
+    llm = client(cache=False, concurrency=2, timeout=5.0)
+    out = llm.generate([f"prompt {i}" for i in range(6)], GREEDY)
+    assert len(out) == 6 and server.max_in_flight == 2
 
 
 def test_cache_second_run_makes_no_http_call(client, server) -> None:

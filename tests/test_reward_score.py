@@ -253,3 +253,62 @@ def test_parameters_and_tables_checked(rm_one: Path) -> None:
         conversation.pipe(RewardScore(path=str(rm_one)))
     with pytest.raises(Exception, match="not defined under models"):
         candidates(MIXED[:1]).pipe(RewardScore(model="missing"))
+
+
+def test_template_refusal_gives_null_with_reason(rm_one: Path) -> None:
+    from tiny_reward import TEMPLATE
+
+    strict = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system turns') }}{% endif %}" + TEMPLATE
+    models = ModelRegistry({"reward": {"path": str(rm_one), "chat_template": strict}})
+    ctx = Context.ephemeral(models=models)
+    df = pl.DataFrame(
+        {
+            "prompt": [[{"role": "system", "content": "be brief"}, *user("hi")], user("hi")],
+            "responses": [[{"content": "hello", "model": "m", "score": None}]] * 2,
+        },
+        schema_overrides={"responses": RESPONSES},
+    )
+    out = conform(df.lazy(), "candidates").pipe(RewardScore(), ctx).collect()
+    assert out["responses"][0][0]["score"] is None
+    assert out["reward_note"][0][0] == "chat template failed: TemplateError: no system turns"
+    assert out["responses"][1][0]["score"] == pytest.approx(Direct(rm_one)("hi", "hello")[0], abs=1e-4)
+
+
+def test_recipe_reward_then_combine(rm_three: Path, tmp_path: Path) -> None:
+    from curate.runner import run_recipe
+
+    rows = [{"prompt": text(4, i), "chosen": text(6, i + 1), "rejected": text(3, i + 2)} for i in range(6)]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "recipe.yaml").write_text(
+        f"""name: rescore
+input: [{{path: pairs.jsonl}}]
+models:
+  rm: {{backend: transformers, path: {rm_three}}}
+stages:
+  - reward_score: {{model: rm}}
+  - combine_scores:
+      direction: {{helpfulness: 1.0, harmlessness: 1.0}}
+      normalize: minmax
+      constraints: ["harmlessness > -1000"]
+"""
+    )
+    result = run_recipe(tmp_path / "recipe.yaml", tmp_path / "run")
+    out = pl.read_parquet(result.output)
+    assert out.height == 6 and out["score_chosen"].null_count() == 0
+    assert {"reward_helpfulness_chosen", "reward_verbosity_rejected", "reward_note_chosen"} <= set(out.columns)
+    assert [s.name for s in result.stages[1:]] == ["reward_score", "combine_scores"]
+    again = run_recipe(tmp_path / "recipe.yaml", tmp_path / "run")
+    assert all(s.cached for s in again.stages[1:])
+
+
+def test_registered_model_object(rm_one: Path, tmp_path: Path) -> None:
+    rm = load_reward_model({"path": str(rm_one)})
+    models = ModelRegistry()
+    models.register("mine", rm)  # a loaded object (notebooks): no folder spec to hash
+    ctx = Context(cache_dir=tmp_path, models=models)
+    out = candidates(MIXED[:1]).pipe(RewardScore(model="mine"), ctx).collect()
+    direct = Direct(rm_one)
+    assert [r["score"] for r in out["responses"][0]] == pytest.approx(
+        [direct(MIXED[0][0], r)[0] for r in MIXED[0][1]], abs=1e-4
+    )
+    assert rm.texts_scored == 2

@@ -5,8 +5,9 @@ malformed bodies, the request cache), and a local model behind the OpenAI API is
 recipe's HTTP path without a GPU server.  It serves ``POST /v1/completions``, ``POST /v1/chat/completions``
 and ``GET /v1/models``; one request at a time reaches the model (models are not thread-safe).
 
-Faults can be injected for tests: ``server.faults.extend(["500", "429", "timeout", "malformed", "drop", "echo"])``
-makes the next requests fail that way, one fault per request, in order.  ``server.requests`` counts the
+Faults can be injected for tests: ``server.faults.extend(["500", "429", "timeout", "malformed", "drop"])``
+makes the next requests fail that way, one fault per request, in order (also ``"slow"``: a late but good
+answer, and ``"echo"``: a 400 whose message repeats the request's Authorization header).  ``server.requests`` counts the
 requests that reached a POST endpoint (faulty ones included), so a test can assert "zero HTTP calls".
 
 Run: ``python -m curate.llm.serve --path default --port 8000`` (spec keys as for ``load_llm``).
@@ -31,14 +32,18 @@ class OpenAICompatServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, llm: LLM, host: str = "127.0.0.1", port: int = 0, *, model_name: str = "curate-local",
-                 api_key: str | None = None, hang_seconds: float = 5.0) -> None:
+                 api_key: str | None = None, hang_seconds: float = 5.0, slow_seconds: float = 0.2) -> None:
         super().__init__((host, port), _Handler)
         self.llm = llm
         self.model_name = model_name
         self.api_key = api_key
         self.hang_seconds = hang_seconds
+        self.slow_seconds = slow_seconds
         self.faults: deque[str] = deque()
         self.requests = 0
+        #: Requests being handled now, and the most at once (tests check the client's concurrency bound).
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.auth_headers: list[str | None] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -122,6 +127,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": f"no route {self.path}"}})
 
     def do_POST(self) -> None:
+        srv = self.server
+        with srv._lock:
+            srv.in_flight += 1
+            srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
+        try:
+            self._post()
+        finally:
+            with srv._lock:
+                srv.in_flight -= 1
+
+    def _post(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         self.server.auth_headers.append(self.headers.get("Authorization"))
@@ -129,6 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "timeout":
             time.sleep(self.server.hang_seconds)
             return self._json(200, {"error": "too late"})
+        if fault == "slow":  # answers normally, late (overlapping requests for concurrency tests)
+            time.sleep(self.server.slow_seconds)
+            fault = None
         if fault == "drop":
             self.close_connection = True
             return None

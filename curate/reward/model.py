@@ -167,32 +167,49 @@ class RewardModel:
 
     def encode(self, prompts: Sequence[Sequence[Message]], responses: Sequence[str], max_length: int,
                ) -> tuple[list[list[int] | None], list[Scored]]:
-        """Token ids per text (left-truncated to ``max_length``), or ``None`` with the reason in the result."""
-        texts = [self.render(p, r) for p, r in zip(prompts, responses, strict=True)]
-        starts = [self._response_start(p, t) for p, t in zip(prompts, texts, strict=True)]
+        """Token ids per text (left-truncated to ``max_length``), or ``None`` with the reason in the result.
+
+        A conversation the chat template refuses (e.g. a system turn for a template without one) gets ``None``
+        and the template's error as its reason, not an exception for the whole batch.
+        """
+        results: list[Scored] = [Scored(None, None) for _ in responses]
+        texts: list[str] = []
+        starts: list[int] = []
+        rendered: list[int] = []
+        for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+            try:
+                text = self.render(prompt, response)
+                start = self._response_start(prompt, text)
+            except Exception as exc:  # jinja raises whatever the template author chose
+                results[i].note = f"chat template failed: {type(exc).__name__}: {exc}"[:300]
+                continue
+            texts.append(text)
+            starts.append(start)
+            rendered.append(i)
+        ids_out: list[list[int] | None] = [None] * len(responses)
+        if not texts:
+            return ids_out, results
         enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
         special = set(self.tokenizer.all_special_ids)
-        ids_out: list[list[int] | None] = []
-        results: list[Scored] = []
-        for ids, offsets, start in zip(enc["input_ids"], enc["offset_mapping"], starts, strict=True):
+        for i, ids, offsets, start in zip(rendered, enc["input_ids"], enc["offset_mapping"], starts, strict=True):
             n = len(ids)
+            results[i].tokens = n
             if n <= max_length:
-                ids_out.append(list(ids))
-                results.append(Scored(None, None, 0, n))
+                ids_out[i] = list(ids)
                 continue
-            head = 0
+            head = 0  # leading special tokens (BOS) of the prompt are kept
             while head < n and ids[head] in special and offsets[head][1] <= start:
                 head += 1
-            prompt_tokens = sum(1 for a, b in offsets if b <= start)  # tokens wholly before the response
+            prompt_tokens = sum(1 for _, end in offsets if end <= start)  # tokens wholly before the response
             excess = n - max_length
             if head + excess > prompt_tokens:
-                kept = n - (prompt_tokens - head)
-                ids_out.append(None)
-                results.append(Scored(None, f"response does not fit: {kept} tokens of response and template "
-                                            f"(plus {head} leading special) > max_length {max_length}", 0, n))
+                needed = n - prompt_tokens + head
+                results[i].note = (f"response does not fit: {needed} tokens even with the whole prompt cut "
+                                   f"> max_length {max_length}")
                 continue
-            ids_out.append(list(ids[:head]) + list(ids[head + excess:]))
-            results.append(Scored(None, f"prompt truncated: {excess} tokens cut from the left", excess, n))
+            ids_out[i] = list(ids[:head]) + list(ids[head + excess:])
+            results[i].cut = excess
+            results[i].note = f"prompt truncated: {excess} tokens cut from the left"
         return ids_out, results
 
     # -- model -------------------------------------------------------------------------------------------

@@ -109,7 +109,8 @@ class RewardScore(Stage):
             raise InputDataError("reward_score scores candidates or preference rows (a prompt and its responses)")
         handle = self._handle(ctx)
         spec = ctx.models.spec(handle)
-        identity = reward_identity(spec, ctx.models.base_dir)
+        # A model registered as an object (notebooks) has no folder to hash: its registry spec is its identity.
+        identity = reward_identity(spec, ctx.models.base_dir) if "path" in spec else None
         payload = [self.fingerprint(), ctx.models.fingerprint(handle), table, identity]
         key = xxhash.xxh3_128_hexdigest(json.dumps(payload).encode())
         loaded: dict[str, RewardModel] = {}
