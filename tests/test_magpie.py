@@ -256,3 +256,15 @@ def test_magpie_instructions_only() -> None:
     assert [kind for kind, _ in llm.calls] == ["generate"]
     with pytest.raises(ValueError):
         Magpie(respond=False, n=2)
+
+
+def test_larger_count_reuses_finished_batches(tmp_path) -> None:
+    llm = scripted([f"Question {i} about rivers and lakes?" for i in range(50)])
+    ctx = Context(cache_dir=tmp_path)
+    ctx.models.register("gen", llm, spec={"backend": "fake"})
+    small = Magpie(count=6, batch_size=3)(SEEDS, ctx).collect()
+    assert [n for kind, n in llm.calls if kind == "generate"] == [3, 3]
+    llm.calls.clear()
+    large = Magpie(count=9, batch_size=3)(SEEDS, ctx).collect()
+    assert [n for kind, n in llm.calls if kind == "generate"] == [3]  # only the new batch
+    assert large.head(6).equals(small)

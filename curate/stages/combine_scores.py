@@ -199,7 +199,7 @@ class CombineScores(Stage):
                     constraints: list[tuple[str, str, float]]) -> pl.LazyFrame:
         used = sorted({c for c in columns.values() if c != "score"})
         flat = (
-            lf.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), "responses", *used)
+            lf.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_combine_row"), "responses", *used)
             .explode("responses", *used, keep_nulls=False)
             .with_columns(pl.col("responses").struct.field("score").alias("_old_score"))
         )
@@ -215,12 +215,12 @@ class CombineScores(Stage):
             score = pl.when(ok).then(score)
         rebuilt = (
             flat.with_columns(pl.col("responses").struct.with_fields(score.alias("score")))
-            .group_by("_row", maintain_order=True)
+            .group_by("_combine_row", maintain_order=True)
             .agg(pl.col("responses").alias("_responses"))
         )
         return (
-            lf.with_row_index("_row")
-            .join(rebuilt, on="_row", how="left", maintain_order="left")
+            lf.with_row_index("_combine_row")
+            .join(rebuilt, on="_combine_row", how="left", maintain_order="left")
             .with_columns(pl.coalesce("_responses", "responses").cast(RESPONSES).alias("responses"))
-            .drop("_row", "_responses")
+            .drop("_combine_row", "_responses")
         )

@@ -10,6 +10,7 @@ import xxhash
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
+from curate.errors import InputDataError
 from curate.llm.base import Sampling
 from curate.pipeline import Context, Stage
 from curate.schema import MESSAGES, RESPONSES, conform, with_ids
@@ -52,7 +53,7 @@ class Magpie(Stage):
     system prompts (``system_from_input``: input row ``i % rows``); without ``count`` one sample per input
     row.  Each sample has a stable id (``seed``, sample number, system prompt), so every batch of samples is
     a cached shard of :meth:`Context.map_batches`: a killed run resumes without regenerating finished
-    batches, and raising ``count`` reuses the batches already made.
+    batches, and raising ``count`` reuses every full batch already made.
 
     Output columns: the table's own, ``source`` = ``magpie``, ``magpie_sample`` (sample number),
     ``magpie_seed_id`` (input row the sample came from, when it came from one), ``magpie_turns``.
@@ -109,7 +110,7 @@ class Magpie(Stage):
         seeds: list[tuple[str | None, str | None]] = []
         if self.system_from_input or self.count is None:
             if self.system_from_input and "messages" not in names and "prompt" not in names:
-                raise ValueError("system_from_input needs a conversation (messages) or prompt column")
+                raise InputDataError("magpie system_from_input needs a conversation (messages) or prompt column")
             column = "messages" if "messages" in names else "prompt"
             frame = lf.select("id" if "id" in names else pl.lit(None, pl.String).alias("id"),
                               pl.col(column) if column in names else pl.lit(None).alias(column)).collect()
@@ -222,7 +223,12 @@ class Magpie(Stage):
         llm = ctx.models.get(self.model, "llm")
         model_name = str(getattr(llm, "name", self.model))
         samples = self._samples(lf)
-        key = model_key(self.fingerprint(), ctx.models.fingerprint(self.model), "magpie")
+        # ``count`` is left out of the shard key: sample ids do not depend on it, so a larger count reuses
+        # every full batch of a smaller one.
+        params = {k: v for k, v in self.params().items() if k != "count"}
+        identity = json.dumps({"stage": self.name, "version": self.version, "params": params}, sort_keys=True,
+                              default=str)
+        key = model_key(identity, ctx.models.fingerprint(self.model), "magpie")
         done = ctx.map_batches(samples.lazy(), lambda b: self._run_batch(llm, b, model_name), key,
                                batch_size=self.batch_size, desc=f"{ctx.stage_label} ({model_name})")
         if self.output_table == "conversation":

@@ -53,7 +53,8 @@ class RewardScore(Stage):
     tokens from the left of its prompt (after BOS), never from the response; its note says how many
     (``prompt truncated: N tokens cut from the left``).  A response that does not fit even with the whole prompt
     cut gets null scores and the note ``response does not fit: ...``; an empty response gets null and ``empty
-    response``.  No row is dropped.  Notes: ``scored``, ``truncated``, ``too_long``, ``empty``, ``mean_score``,
+    response``; a conversation the chat template refuses (e.g. a system turn) gets null and ``chat template
+    failed: <error>``.  No row is dropped.  Notes: ``scored``, ``truncated``, ``too_long``, ``empty``, ``mean_score``,
     and for preference rows ``agreement_with_label`` (share of pairs with both scores where chosen > rejected).
     """
 
