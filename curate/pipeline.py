@@ -229,7 +229,7 @@ class Context:
         if existing:
             done = pl.scan_parquet(existing).select("id")
             todo = source.join(done, on="id", how="anti", maintain_order="left")
-        computed = 0
+        computed = batches = 0
         for batch in _iter_batches(todo, size, progress=self.progress, desc=desc or self.stage_label):
             result = fn(batch)
             if "id" not in result.columns or result.height != batch.height or not (
@@ -240,8 +240,10 @@ class Context:
             checkpoint.write_parquet_atomic(result, shard_dir / f"{batch_hash}.parquet")
             faults.shard_written()
             computed += batch.height
+            batches += 1
         stats = self.stats.get(self.stage_label, {})
         self.note("rows_computed", stats.get("rows_computed", 0) + computed)
+        self.note("batches_computed", stats.get("batches_computed", 0) + batches)
         shards = sorted(shard_dir.glob("*.parquet"))
         if not shards:
             return pl.LazyFrame(schema=fn(source.head(0).collect()).schema)

@@ -207,12 +207,18 @@ def test_resume_computes_nothing_and_loads_no_model(rm_one: Path, tmp_path: Path
     assert first_ctx.stats["reward_score"]["batches_computed"] == 3
     ctx = stage_ctx(rm_one, tmp_path)
     again = lf.pipe(RewardScore(batch_size=2), ctx).collect()
-    assert ctx.stats["reward_score"]["batches_computed"] == 0 and ctx.stats["reward_score"]["batches_cached"] == 3
+    stats = ctx.stats["reward_score"]
+    assert stats["batches_computed"] == 0 and stats["rows_computed"] == 0 and stats["rows_cached"] == len(MIXED)
     assert not ctx.models._loaded  # every shard cached: the model was never loaded
     assert again.equals(first)
     changed = stage_ctx(rm_one, tmp_path)
     lf.pipe(RewardScore(batch_size=2, max_length=100), changed).collect()
     assert changed.stats["reward_score"]["batches_computed"] == 3  # other parameters, other shards
+    # A refresh with one new row scores exactly that row (row-level cache), wherever it sits.
+    grown = stage_ctx(rm_one, tmp_path)
+    extra = candidates([*MIXED[:3], ("a brand new prompt", ["a brand new response"]), *MIXED[3:]])
+    extra.pipe(RewardScore(batch_size=2), grown).collect()
+    assert grown.stats["reward_score"]["rows_computed"] == 1
 
 
 def test_retrained_model_in_same_folder_is_not_reused(rm_one: Path, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ class RewardScore(Stage):
     **Model**: ``model`` names a ``models:`` handle (``ctx.models.get(handle, "reward")``, spec keys in
     :mod:`curate.reward.model`), or ``path`` points at a model folder directly (notebooks; ``model`` is then
     unused).  Texts are sorted by length and batched (CPU or GPU, bfloat16 on GPU by default), results come back
-    in row order.  Batches go through :meth:`Context.map_batches` (shards keyed by the parameters, the model's
+    in row order.  Rows go through :meth:`Context.map_rows` (shards keyed by the parameters, the model's
     spec and a hash of its folder): a killed run resumes, and a re-run scores nothing.  The model is loaded only
     when a batch is not cached.
 
@@ -121,7 +121,7 @@ class RewardScore(Stage):
                 loaded["rm"] = ctx.models.get(handle, "reward")
             return self._score_batch(loaded["rm"], batch, table)
 
-        out = ctx.map_batches(lf, run, key, batch_size=self.batch_size, desc=f"{ctx.stage_label} (reward)")
+        out = ctx.map_rows(lf, run, key, batch_size=self.batch_size, desc=f"{ctx.stage_label} (reward)")
         self._notes(out, table, ctx)
         return out
 
