@@ -41,6 +41,7 @@ from curate.io import Loaded, load
 from curate.models import ModelRegistry
 from curate.pipeline import QUARANTINE_SCHEMA, Context
 from curate.recipe import Recipe
+from curate.schema import detect_table
 
 INGEST_VERSION = 1
 #: Rows per Polars streaming morsel during a run.
@@ -350,6 +351,8 @@ class Runner:
         self, table: str, chain: list[Path], reports: list[StageReport], inputs: list[dict[str, Any]],
         started: float,
     ) -> RunResult:
+        # The last stage decides the table (respond/pairs turn conversations into candidates or pairs).
+        table = detect_table(pl.scan_parquet(chain[-1] / "data.parquet").collect_schema())
         expected = self.recipe.output.table
         if expected is not None and expected != table:
             raise RecipeError(f"output.table is '{expected}' but the pipeline produces a {table} table")
