@@ -87,7 +87,7 @@ def run(
 ) -> None:
     """Run a recipe end to end and publish its output atomically.
 
-    Example: curate run recipes/quickstart.yaml --out runs/demo --set minhash_dedup.threshold=0.7
+    Example: curate run recipes/clean_sft.yaml --out runs/demo --set minhash_dedup.threshold=0.7
     """
     from curate.recipe import load_recipe
     from curate.runner import Runner, default_run_dir

@@ -1,7 +1,7 @@
 """Write curate's sample inputs (deterministic; run from the repo root to regenerate).
 
 The rows are written by this script from templates, not copied from any dataset.  They contain, on
-purpose, what a real instruction dump contains, so the quickstart shows every stage at work:
+purpose, what a real instruction dump contains, so recipes/clean_sft.yaml shows every cleaning stage at work:
 
 - exact duplicates that differ only in case and spacing (exact_dedup),
 - near-duplicates: long prompts copied with one or two words changed (minhash_dedup),

@@ -37,24 +37,24 @@ def assert_one_line_error(result, code: int, *fragments: str) -> None:
 
 
 def test_run_prints_stage_summary_and_output(tmp_path: Path) -> None:
-    result = invoke("run", str(ROOT / "recipes" / "quickstart.yaml"), "--out", str(tmp_path / "run"))
+    result = invoke("run", str(ROOT / "recipes" / "clean_sft.yaml"), "--out", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
     for label in ("00-read", "01-filter", "02-exact_dedup", "03-minhash_dedup"):
         assert label in result.output
     assert "conversation.parquet" in result.output
-    again = invoke("run", str(ROOT / "recipes" / "quickstart.yaml"), "--out", str(tmp_path / "run"))
+    again = invoke("run", str(ROOT / "recipes" / "clean_sft.yaml"), "--out", str(tmp_path / "run"))
     assert "(cached)" in again.output
 
 
 def test_log_json(tmp_path: Path) -> None:
-    result = invoke("run", str(ROOT / "recipes" / "quickstart.yaml"), "--out", str(tmp_path / "run"), "--log-json")
+    result = invoke("run", str(ROOT / "recipes" / "clean_sft.yaml"), "--out", str(tmp_path / "run"), "--log-json")
     events = [json.loads(line) for line in result.output.strip().splitlines()]
     assert events[0]["event"] == "run_start" and events[-1]["event"] == "run_done"
     assert {e["label"] for e in events if e["event"] == "stage_done"} >= {"00-read", "03-minhash_dedup"}
 
 
 def test_inspect(tmp_path: Path) -> None:
-    invoke("run", str(ROOT / "recipes" / "quickstart.yaml"), "--out", str(tmp_path / "run"), "--quiet")
+    invoke("run", str(ROOT / "recipes" / "clean_sft.yaml"), "--out", str(tmp_path / "run"), "--quiet")
     result = invoke("inspect", str(tmp_path / "run"), "--json")
     summary = json.loads(result.output)
     assert summary["table"] == "conversation"
@@ -65,7 +65,7 @@ def test_inspect(tmp_path: Path) -> None:
 
 
 def test_validate_and_stages() -> None:
-    assert invoke("validate", str(ROOT / "recipes" / "quickstart.yaml")).exit_code == 0
+    assert invoke("validate", str(ROOT / "recipes" / "clean_sft.yaml")).exit_code == 0
     listing = invoke("stages")
     assert "minhash_dedup" in listing.output and "exact_dedup" in listing.output
     detail = invoke("stages", "minhash_dedup")

@@ -78,7 +78,7 @@ def test_sft_from_each_table(preference_run: Path, tmp_path: Path, tokenizer) ->
     from_pairs = load(export(preference_run, "sft", tmp_path / "a").out_dir / "train.parquet")
     assert [m["role"] for m in from_pairs[0]["messages"]] == ["user", "assistant"]
     assert "<|im_start|>assistant" in trl_data.maybe_apply_chat_template(from_pairs[0], tokenizer)["text"]
-    quick = run_recipe(ROOT / "recipes" / "quickstart.yaml", tmp_path / "quick")
+    quick = run_recipe(ROOT / "recipes" / "clean_sft.yaml", tmp_path / "quick")
     from_conversations = load(export(quick.run_dir, "sft", tmp_path / "b").out_dir / "train.parquet")
     assert len(from_conversations) == quick.rows
 

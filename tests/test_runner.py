@@ -23,8 +23,8 @@ def reasons(run_dir: Path) -> list[str]:
     return pl.concat([pl.read_parquet(f) for f in files])["reason"].to_list() if files else []
 
 
-def test_quickstart_end_to_end(tmp_path: Path) -> None:
-    result = run_recipe(ROOT / "recipes" / "quickstart.yaml", tmp_path / "run")
+def test_clean_sft_end_to_end(tmp_path: Path) -> None:
+    result = run_recipe(ROOT / "recipes" / "clean_sft.yaml", tmp_path / "run")
     manifest = json.loads(result.manifest_path.read_text())
     stages = manifest["stages"]
     assert [s["name"] for s in stages] == ["read", "filter", "exact_dedup", "minhash_dedup"]
@@ -48,24 +48,24 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
 
 
 def test_rerun_is_cached_and_identical(tmp_path: Path) -> None:
-    first = run_recipe(ROOT / "recipes" / "quickstart.yaml", tmp_path / "run")
+    first = run_recipe(ROOT / "recipes" / "clean_sft.yaml", tmp_path / "run")
     data_first = pl.read_parquet(first.output)
-    second = run_recipe(ROOT / "recipes" / "quickstart.yaml", tmp_path / "run")
+    second = run_recipe(ROOT / "recipes" / "clean_sft.yaml", tmp_path / "run")
     assert all(s.cached for s in second.stages)
     assert pl.read_parquet(second.output).equals(data_first)
     # A changed parameter recomputes that stage and the ones after it, not the ones before.
-    third = run_recipe(ROOT / "recipes" / "quickstart.yaml", tmp_path / "run",
+    third = run_recipe(ROOT / "recipes" / "clean_sft.yaml", tmp_path / "run",
                        overrides=["minhash_dedup.threshold=0.9"])
     assert [s.cached for s in third.stages] == [True, True, True, False]
-    fresh = run_recipe(ROOT / "recipes" / "quickstart.yaml", tmp_path / "run", resume=False)
+    fresh = run_recipe(ROOT / "recipes" / "clean_sft.yaml", tmp_path / "run", resume=False)
     assert not any(s.cached for s in fresh.stages)
     assert pl.read_parquet(fresh.output).equals(data_first)
 
 
 def test_limit(tmp_path: Path) -> None:
-    result = run_recipe(ROOT / "recipes" / "quickstart.yaml", tmp_path / "run", limit=50)
+    result = run_recipe(ROOT / "recipes" / "clean_sft.yaml", tmp_path / "run", limit=50)
     assert result.stages[0].rows_out <= 50
-    full = run_recipe(ROOT / "recipes" / "quickstart.yaml", tmp_path / "full")
+    full = run_recipe(ROOT / "recipes" / "clean_sft.yaml", tmp_path / "full")
     assert full.stages[0].rows_out > 50
 
 
@@ -89,7 +89,7 @@ def test_preference_output_loads_in_datasets_as_trl_format(tmp_path: Path) -> No
 def test_lock_held(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     with RunLock(run_dir), pytest.raises(LockHeldError, match="another curate run"):
-        run_recipe(ROOT / "recipes" / "quickstart.yaml", run_dir)
+        run_recipe(ROOT / "recipes" / "clean_sft.yaml", run_dir)
 
 
 def test_all_rows_rejected_is_an_error(tmp_path: Path) -> None:
@@ -113,8 +113,8 @@ def test_gc_keeps_what_the_manifest_uses(tmp_path: Path) -> None:
     from curate.runner import collect_garbage
 
     run_dir = tmp_path / "run"
-    run_recipe(ROOT / "recipes" / "quickstart.yaml", run_dir, overrides=["minhash_dedup.ngram=3"])
-    final = run_recipe(ROOT / "recipes" / "quickstart.yaml", run_dir)
+    run_recipe(ROOT / "recipes" / "clean_sft.yaml", run_dir, overrides=["minhash_dedup.ngram=3"])
+    final = run_recipe(ROOT / "recipes" / "clean_sft.yaml", run_dir)
     before = pl.read_parquet(final.output)
     doomed, freed = collect_garbage(run_dir, dry_run=True)
     names = sorted(p.parent.name + "/" + p.name[:16] for p in doomed)
@@ -124,6 +124,6 @@ def test_gc_keeps_what_the_manifest_uses(tmp_path: Path) -> None:
     assert all(p.exists() for p in doomed)
     collect_garbage(run_dir)
     assert not any(p.exists() for p in doomed)
-    again = run_recipe(ROOT / "recipes" / "quickstart.yaml", run_dir)
+    again = run_recipe(ROOT / "recipes" / "clean_sft.yaml", run_dir)
     assert all(s.cached for s in again.stages)
     assert pl.read_parquet(again.output).equals(before)
