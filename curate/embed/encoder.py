@@ -14,7 +14,6 @@ Any sentence-transformers folder works by path (relative paths resolve from the 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -23,6 +22,7 @@ import numpy as np
 import xxhash
 
 from curate.errors import ModelError, RecipeError
+from curate.offline import offline_hub
 
 #: The spec a stage falls back to when the ``embed`` handle is not defined (notebook use).
 DEFAULT_SPEC: dict[str, Any] = {"backend": "sentence-transformers", "path": "default"}
@@ -138,8 +138,7 @@ def load_encoder(spec: dict[str, Any], base_dir: Path = Path(".")) -> Encoder:
         raise RecipeError(f"embedding model dtype must be float32 or float16, got {dtype!r}")
     device = _device(str(spec.get("device", "auto")))
     # Never reach a hub: the path is local, and the flags stop any library from trying anyway.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    offline_hub()
     from sentence_transformers import SentenceTransformer
 
     try:

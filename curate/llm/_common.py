@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from curate.errors import ModelError
+from curate.offline import offline_hub  # noqa: F401 - re-exported for the backends
 
 #: End-of-turn tokens of the common chat-template families.  Generation stops at any of them that the
 #: tokenizer knows as one token, besides the model's EOS: a chat model ends its turn with these, and a
@@ -83,19 +83,3 @@ def check_options(backend: str, spec: Mapping[str, Any], allowed: Iterable[str])
         raise ModelError(
             f"unknown option(s) for backend '{backend}': {', '.join(unknown)} (known: {', '.join(sorted(allowed))})"
         )
-
-
-def offline_hub() -> None:
-    """Make sure nothing under transformers/huggingface_hub tries the network (DESIGN: no hub at run time)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    if not sys.stderr.isatty():
-        # Loading bars (GGUF de-quantising, weights) are noise in logs and scheduled runs.
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        try:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-        except ImportError:  # pragma: no cover - transformers is the llm extra
-            pass
