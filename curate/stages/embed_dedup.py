@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import connected_components
 from curate.embed import EmbedStats, build_index, embed_texts, encoder_from, pairs_above
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
-from curate.stages._keep import keep_columns, rank_expr, validate_keep
+from curate.stages._keep import drop_cluster_losers, keep_columns, rank_expr, validate_keep
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -95,18 +95,4 @@ class EmbedDedup(Stage):
         lpos = losers.get_column("_pos").to_numpy()
         wpos = losers.get_column("_wpos").to_numpy()
         cosine = np.einsum("ij,ij->i", vectors[lpos], vectors[wpos]) if len(lpos) else np.empty(0, np.float32)
-        losers = (
-            losers.with_columns(_cos=pl.Series(np.char.mod("%.2f", cosine), dtype=pl.String))
-            # Rows with a kept row's id have its content: they stay with it (the join on id cannot tell them apart).
-            .filter(~pl.col("id").is_in(winners.get_column("_dup_of").implode()))
-            .sort("_pos")
-            .unique("id", keep="first", maintain_order=True)
-            .select("id", "_dup_of", "_cos")
-        )
-        ctx.note("clusters", winners.height)
-        ctx.note("duplicates", losers.height)
-        ctx.quarantine(
-            lf.join(losers.lazy(), on="id", how="inner", maintain_order="left"),
-            pl.format("near duplicate (embedding, cos {}) of {}", pl.col("_cos"), pl.col("_dup_of")),
-        )
-        return lf.join(losers.lazy().select("id"), on="id", how="anti", maintain_order="left")
+        return drop_cluster_losers(lf, ctx, losers, winners, cosine, "embedding, cos")

@@ -14,7 +14,7 @@ from pydantic.dataclasses import dataclass
 from curate.dedup import minhash
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
-from curate.stages._keep import keep_columns, rank_expr, validate_keep
+from curate.stages._keep import drop_cluster_losers, keep_columns, rank_expr, validate_keep
 
 #: Default weight of false negatives in the band choice when candidates are verified: a band false positive
 #: then costs one signature comparison, not a wrong drop, so the bands lean to recall (14 x 9 at 128/0.8).
@@ -187,21 +187,7 @@ class MinHashDedup(Stage):
         jaccard = minhash.estimate_jaccard(
             sig[losers.get_column("_ci").to_numpy()], sig[losers.get_column("_wi").to_numpy()]
         )
-        losers = (
-            losers.with_columns(_jaccard=pl.Series(np.char.mod("%.2f", jaccard), dtype=pl.String))
-            .filter(~pl.col("id").is_in(winners.get_column("_dup_of").implode()))
-            .sort("_pos")
-            .unique("id", keep="first", maintain_order=True)
-            .select("id", "_dup_of", "_jaccard")
-        )
-        ctx.note("clusters", winners.height)
-        ctx.note("duplicates", losers.height)
-
-        ctx.quarantine(
-            lf.join(losers.lazy(), on="id", how="inner", maintain_order="left"),
-            pl.format("near duplicate (minhash, jaccard {}) of {}", pl.col("_jaccard"), pl.col("_dup_of")),
-        )
-        return lf.join(losers.lazy().select("id"), on="id", how="anti", maintain_order="left")
+        return drop_cluster_losers(lf, ctx, losers, winners, jaccard, "minhash, jaccard")
 
     def _with_keep_columns(self, lf: pl.LazyFrame, members: pl.DataFrame) -> pl.DataFrame:
         """Add the input columns the keep rule ranks by, read for the cluster members only (by position)."""
