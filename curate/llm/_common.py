@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import ModelError
+from curate.llm.base import Conversation, Generation, Sampling
 from curate.offline import offline_hub  # noqa: F401 - re-exported for the backends
 
 #: End-of-turn tokens of the common chat-template families.  Generation stops at any of them that the
@@ -83,3 +84,31 @@ def check_options(backend: str, spec: Mapping[str, Any], allowed: Iterable[str])
         raise ModelError(
             f"unknown option(s) for backend '{backend}': {', '.join(unknown)} (known: {', '.join(sorted(allowed))})"
         )
+
+
+class TokenizerChat:
+    """``encode``/``render``/``chat`` for backends that hold the model's own tokenizer (transformers, vLLM),
+    so both tokenise and template a conversation identically and their outputs can be compared token for
+    token.  Needs ``name``, ``tokenizer``, ``_adds_bos`` and a ``generate`` method on the class."""
+
+    name: str
+    tokenizer: Any
+    _adds_bos: bool
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids of a prompt as the model sees it (BOS added once when the tokenizer uses one)."""
+        tok = self.tokenizer
+        ids = tok(prompt, add_special_tokens=False).input_ids
+        if self._adds_bos and (not ids or ids[0] != tok.bos_token_id):
+            ids = [tok.bos_token_id, *ids]
+        return ids
+
+    def render(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
+        if not self.tokenizer.chat_template:
+            raise ModelError(f"{self.name} has no chat template; set chat_template: in the model's spec")
+        return self.tokenizer.apply_chat_template(
+            [dict(m) for m in conversation], tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[Generation]]:
+        return self.generate([self.render(c) for c in conversations], sampling)  # type: ignore[attr-defined]

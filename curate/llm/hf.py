@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import ModelError
-from curate.llm._common import END_OF_TURN_TOKENS, cut_at_stop, offline_hub
-from curate.llm.base import Conversation, Generation, Sampling
+from curate.llm._common import END_OF_TURN_TOKENS, TokenizerChat, cut_at_stop, offline_hub
+from curate.llm.base import Generation, Sampling
 
 log = logging.getLogger(__name__)
 
 
-class TransformersLLM:
+class TransformersLLM(TokenizerChat):
     """LLM protocol over a ``transformers`` causal LM.
 
     ``folder`` holds config + weights + tokenizer, or a GGUF file named by ``gguf_file`` (dequantized on
@@ -89,16 +89,6 @@ class TransformersLLM:
         return f"TransformersLLM({self.name!r}, device={self.device}, dtype={self.dtype})"
 
     # -- protocol -------------------------------------------------------------------------------------
-    def render(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
-        if not self.tokenizer.chat_template:
-            raise ModelError(f"{self.name} has no chat template; set chat_template: in the model's spec")
-        return self.tokenizer.apply_chat_template(
-            [dict(m) for m in conversation], tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-
-    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[Generation]]:
-        return self.generate([self.render(c) for c in conversations], sampling)
-
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Generation]]:
         if not prompts:
             return []
@@ -133,14 +123,6 @@ class TransformersLLM:
             return sum(max(len(ids[i]) for i in o[s : s + b]) * len(o[s : s + b]) for s in range(0, len(o), b))
 
         return by_len if padded(by_len) < 0.9 * padded(order) else order
-
-    def encode(self, prompt: str) -> list[int]:
-        """Token ids of a prompt as the model sees it (BOS added once when the tokenizer uses one)."""
-        tok = self.tokenizer
-        ids = tok(prompt, add_special_tokens=False).input_ids
-        if self._adds_bos and (not ids or ids[0] != tok.bos_token_id):
-            ids = [tok.bos_token_id, *ids]
-        return ids
 
     def encode_batch(self, prompts: Sequence[str]) -> list[list[int]]:
         """:meth:`encode` for many prompts in one call of the (Rust) tokenizer."""

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import ModelError
-from curate.llm._common import END_OF_TURN_TOKENS, check_options, offline_hub, resolve_model_path
-from curate.llm.base import Conversation, Generation, Sampling
+from curate.llm._common import END_OF_TURN_TOKENS, TokenizerChat, check_options, offline_hub, resolve_model_path
+from curate.llm.base import Generation, Sampling
 
 NOT_INSTALLED = "vllm is not installed; pip install 'curate[gpu]' on a GPU machine, or see make test-vllm"
 
@@ -32,7 +32,7 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-class VLLMBackend:
+class VLLMBackend(TokenizerChat):
     """LLM protocol over ``vllm.LLM`` (offline engine)."""
 
     def __init__(
@@ -120,23 +120,6 @@ class VLLMBackend:
                 import logging
 
                 logging.getLogger(__name__).debug("vllm shutdown: %s", e)
-
-    def encode(self, prompt: str) -> list[int]:
-        tok = self.tokenizer
-        ids = tok(prompt, add_special_tokens=False).input_ids
-        if self._adds_bos and (not ids or ids[0] != tok.bos_token_id):
-            ids = [tok.bos_token_id, *ids]
-        return ids
-
-    def render(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
-        if not self.tokenizer.chat_template:
-            raise ModelError(f"{self.name} has no chat template; set chat_template: in the model's spec")
-        return self.tokenizer.apply_chat_template(
-            [dict(m) for m in conversation], tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-
-    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[Generation]]:
-        return self.generate([self.render(c) for c in conversations], sampling)
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Generation]]:
         if not prompts:
