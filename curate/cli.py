@@ -263,6 +263,59 @@ def gc(
     _guard(debug, action)
 
 
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A finished run directory (it has manifest.json)."),
+    out_file: Path | None = typer.Option(None, "--out", "-o", help="HTML file to write (default RUN/report.html)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Write a self-contained HTML report of a run: funnel, lengths, scores, length bias, dedup, audit."""
+    from curate.report import write_report
+
+    def action() -> None:
+        out.print(f"report -> {write_report(run_dir, out_file)}", highlight=False)
+
+    _guard(debug, action)
+
+
+@app.command()
+def scaling(
+    metrics_file: Path = typer.Argument(..., help="CSV, JSON or JSONL of (size, score) points, one per subset."),
+    target: float = typer.Option(0.95, "--target", help="Share of P_max the suggested size must reach."),
+    size: str | None = typer.Option(None, "--size", help="Column of the subset size (default: size, n, ...)."),
+    score: str | None = typer.Option(None, "--score", help="Column of the score (default: score, metric, ...)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the fit as JSON."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Fit the data-scaling plateau P(n) = P_max - (P_max - P_0) e^(-k n) and the size reaching --target x P_max.
+
+    Example: curate scaling runs/scaling.csv --target 0.95
+    """
+    from curate.scaling import fit_file
+
+    def action() -> None:
+        fit = fit_file(metrics_file, target=target, size=size, score=score)
+        if as_json:
+            print(json.dumps(fit.to_dict()))
+            return
+
+        def fmt(value: float | None, err: float | None = None) -> str:
+            text = "-" if value is None else f"{value:.6g}"
+            return text if err is None else f"{text} ± {err:.2g}"
+
+        table = Table("parameter", "value", box=None)
+        table.add_row("P_max", fmt(fit.p_max, fit.p_max_err))
+        table.add_row("P_0", fmt(fit.p_0, fit.p_0_err))
+        table.add_row("k", fmt(fit.k, fit.k_err))
+        table.add_row(f"size at {fit.target:g} x P_max", fmt(fit.size_at_target))
+        table.add_row("R^2 / RMSE", f"{fit.r2:.4f} / {fit.rmse:.3g} ({fit.points} points)")
+        out.print(table)
+        if fit.note:
+            out.print(f"note: {fit.note}", highlight=False)
+
+    _guard(debug, action)
+
+
 def main() -> None:
     app()
 

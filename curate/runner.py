@@ -20,6 +20,7 @@ first unfinished shard) and ends with exactly the rows of an uninterrupted run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -394,6 +395,12 @@ class Runner:
             "quarantined": quarantined,
         }
         checkpoint.write_json_atomic(manifest, self.run_dir / "manifest.json")
+        try:  # the HTML report is a view of the outputs: never let it fail a run that produced them
+            from curate.report import write_report
+
+            write_report(self.run_dir)
+        except Exception as exc:
+            logging.getLogger("curate").warning("report.html not written: %s: %s", type(exc).__name__, exc)
         return RunResult(
             run_dir=self.run_dir, output=self.run_dir / "data" / f"{table}.parquet", table=table, rows=rows,
             seconds=seconds, stages=reports, quarantined=quarantined,

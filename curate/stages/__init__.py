@@ -5,6 +5,7 @@ from __future__ import annotations
 from curate.pipeline import Stage
 from curate.stages.audit import Audit
 from curate.stages.combine_scores import CombineScores
+from curate.stages.deita_score import DeitaScore
 from curate.stages.deita_select import DeitaSelect
 from curate.stages.embed_dedup import EmbedDedup
 from curate.stages.exact_dedup import ExactDedup
@@ -14,12 +15,14 @@ from curate.stages.magpie import Magpie
 from curate.stages.minhash_dedup import MinHashDedup
 from curate.stages.pairs import Pairs
 from curate.stages.respond import Respond
+from curate.stages.reward_augment import RewardAugment
 from curate.stages.reward_score import RewardScore
+from curate.stages.subsample import Subsample
 
 STAGES: dict[str, type[Stage]] = {
     cls.name: cls
     for cls in (Filter, ExactDedup, MinHashDedup, EmbedDedup, Audit, DeitaSelect, Magpie, Respond, Judge, Pairs,
-                RewardScore, CombineScores)
+                RewardScore, CombineScores, RewardAugment, DeitaScore, Subsample)
 }
 
 __all__ = ["STAGES", "ExactDedup", "Filter", "MinHashDedup", "Stage"]

@@ -1,0 +1,46 @@
+"""``curate report``: one self-contained HTML page describing a finished run directory.
+
+The page inlines its CSS and its plots (base64 PNG), and has no scripts, so it can be mailed, attached
+to an issue or opened on an air-gapped machine and look the same.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from curate.errors import InputDataError
+from curate.report import html, sections
+
+__all__ = ["write_report"]
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of ``run_dir`` (default ``RUN/report.html``) and return its path."""
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputDataError(f"{run_dir}: no manifest.json (not a finished run directory)")
+    manifest = json.loads(manifest_path.read_text())
+    output = (manifest.get("output") or {}).get("path")
+    data = pl.read_parquet(run_dir / output) if output and (run_dir / output).is_file() else None
+    parts = [
+        sections.funnel(run_dir, manifest),
+        sections.lengths(run_dir, manifest, data),
+        sections.scores(data),
+        sections.margins(data, manifest),
+        sections.languages(data),
+        sections.dedup(run_dir, manifest, data),
+        sections.audit(run_dir),
+        sections.summary(manifest),
+    ]
+    name = (manifest.get("recipe") or {}).get("name", run_dir.name)
+    subtitle = f"{run_dir} · finished {manifest.get('finished_at', '?')}"
+    target = Path(out) if out is not None else run_dir / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(html.page(f"curate report: {name}", subtitle, parts), encoding="utf-8")
+    tmp.replace(target)
+    return target

@@ -1,0 +1,78 @@
+"""HTML building blocks: every piece of user text goes through :func:`esc` here, never raw into markup.
+
+Rows come from arbitrary datasets (scraped chats, model output): a prompt containing ``<script>`` must
+show as text, not run, when the report is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+from typing import Any
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
+color:#222;background:#fff;line-height:1.4;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #4c72b0;padding-bottom:.2em;margin-top:1.6em}
+section{margin-bottom:1.5em}table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#eef2f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.plot{max-width:100%;display:block;margin:.5em 0}.none{color:#777;font-style:italic}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:.6em;margin:.6em 0}
+.pair div{border:1px solid #ddd;background:#fafafa;padding:.4em;white-space:pre-wrap;font-size:.82em;
+overflow-wrap:anywhere}.pair b{display:block;margin-bottom:.3em}nav a{margin-right:.8em}
+"""
+
+
+def esc(value: Any) -> str:
+    """Escape anything for HTML text or attribute context."""
+    return escape("" if value is None else str(value), quote=True)
+
+
+def fmt(value: Any) -> str:
+    """Numbers short and readable (3 significant decimals); everything else as text."""
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain table; numeric cells are right-aligned so columns of counts line up."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for v in row:
+            cls = ' class="num"' if isinstance(v, int | float) and not isinstance(v, bool) else ""
+            cells.append(f"<td{cls}>{esc(fmt(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def none(message: str) -> str:
+    """The one line a section shows when the run has nothing for it (the section itself stays)."""
+    return f'<p class="none">{esc(message)}</p>'
+
+
+def pair(left_title: str, left: str, right_title: str, right: str) -> str:
+    """Two texts side by side (a removed near-duplicate and the row it duplicates)."""
+    return (f'<div class="pair"><div><b>{esc(left_title)}</b>{esc(left)}</div>'
+            f'<div><b>{esc(right_title)}</b>{esc(right)}</div></div>')
+
+
+def section(sid: str, title: str, body: str) -> str:
+    """One report section; ``sid`` is a fixed identifier (tests and links rely on it)."""
+    return f'<section id="{esc(sid)}"><h2>{esc(title)}</h2>\n{body}\n</section>'
+
+
+def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]]) -> str:
+    """The whole self-contained document: inline CSS, no scripts, no external references."""
+    nav = " ".join(f'<a href="#{esc(sid)}">{esc(name)}</a>' for sid, name, _ in sections)
+    body = "\n".join(section(sid, name, html) for sid, name, html in sections)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>"
+        f"<h1>{esc(title)}</h1><p>{esc(subtitle)}</p><nav>{nav}</nav>\n{body}\n</body></html>\n"
+    )

@@ -1,0 +1,249 @@
+"""The report's sections: each reads what a finished run directory holds and returns (id, title, html).
+
+Every section is always present; one that has nothing to show says so in one line, so a reader (or a
+test) can tell "no data" from "the report forgot it".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curate.errors import InputDataError
+from curate.report import plots
+from curate.report.html import esc, none, pair, table
+from curate.schema import detect_table, prompt_text, response_texts
+
+Section = tuple[str, str, str]
+_ID = re.compile(r"\b[0-9a-f]{32}\b")
+_EXAMPLES = 4
+_TEXT_CHARS = 600
+
+
+def _read(path: Path) -> pl.DataFrame | None:
+    return pl.read_parquet(path) if path.is_file() else None
+
+
+def _lengths(df: pl.DataFrame) -> tuple[list[int], list[int]] | None:
+    """Prompt chars per row and response chars per response, via the shared schema expressions."""
+    try:
+        table_name = detect_table(df.collect_schema())
+    except InputDataError:
+        return None
+    texts = df.select(prompt_text(table_name).str.len_chars().alias("p"), response_texts(table_name).alias("r"))
+    return texts["p"].drop_nulls().to_list(), texts["r"].explode().str.len_chars().drop_nulls().to_list()
+
+
+def _stats_rows(name: str, values: list[float]) -> list[Any]:
+    s = pl.Series(values, dtype=pl.Float64)
+    if s.is_empty():
+        return [name, 0, "", "", "", "", ""]
+    return [name, s.len(), float(s.mean()), float(s.quantile(0.1, "nearest")), float(s.median()),  # type: ignore[arg-type]
+            float(s.quantile(0.9, "nearest")), float(s.max())]  # type: ignore[arg-type]
+
+
+_STAT_HEAD = ["", "count", "mean", "p10", "median", "p90", "max"]
+
+
+def funnel(run_dir: Path, manifest: dict[str, Any]) -> Section:
+    """Rows in/out per stage and why rows were set aside (reasons with ids and numbers folded together)."""
+    stages = manifest.get("stages", [])
+    if not stages:
+        return "funnel", "Stage funnel", none("The manifest lists no stages.")
+    labels = [s["label"] for s in stages]
+    body = plots.funnel_chart(labels, [s["rows_in"] for s in stages], [s["rows_out"] for s in stages])
+    body += table(["stage", "rows in", "rows out", "quarantined", "seconds", "cached"],
+                  [[s["label"], s["rows_in"], s["rows_out"], s["quarantined"], s["seconds"],
+                    "yes" if s.get("cached") else "no"] for s in stages])
+    reasons: list[list[Any]] = []
+    for path in sorted((run_dir / "quarantine").glob("*.parquet")):
+        q = pl.read_parquet(path, columns=["stage", "reason"])
+        for stage in q["stage"].unique(maintain_order=True).to_list():
+            counts = Counter(_reason_group(r) for r in q.filter(pl.col("stage") == stage)["reason"].to_list())
+            reasons += [[stage, reason, n] for reason, n in counts.most_common(5)]
+    body += "<h3>Top quarantine reasons per stage</h3>"
+    body += table(["stage", "reason (ids and numbers folded)", "rows"], reasons) if reasons else none(
+        "No rows were quarantined.")
+    return "funnel", "Stage funnel", body
+
+
+def _reason_group(reason: str | None) -> str:
+    """Fold ids, file rows and numbers so 'duplicate of <id>' counts as one reason, not one per id."""
+    text = re.sub(r"^[^:]*, row \d+: ", "", reason or "(no reason)")
+    text = _ID.sub("<id>", text)
+    return re.sub(r"\d+(\.\d+)?", "#", text)
+
+
+def lengths(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | None) -> Section:
+    """Prompt and response lengths before (the read stage's output) and after the pipeline."""
+    after = _lengths(data) if data is not None else None
+    if after is None:
+        return "lengths", "Length distributions", none("No output table with prompts and responses.")
+    stages = manifest.get("stages", [])
+    before = None
+    if stages and stages[0].get("cache_dir"):
+        read = _read(run_dir / "cache" / "stages" / stages[0]["cache_dir"] / "data.parquet")
+        before = _lengths(read) if read is not None else None
+    body = "" if before else none("The read stage's cached output is gone (cache removed): showing after only.")
+    rows = []
+    for i, what in enumerate(("prompt", "response")):
+        series = {"after": after[i]} if before is None else {"before": before[i], "after": after[i]}
+        body += plots.histograms(series, f"{what} length", "characters (log scale)", log=True)
+        rows += [_stats_rows(f"{what} {name}", vals) for name, vals in series.items()]
+    return "lengths", "Length distributions", body + table(["chars", *_STAT_HEAD[1:]], rows)
+
+
+def _score_columns(data: pl.DataFrame) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for name, dtype in data.schema.items():
+        if dtype.is_numeric() and ("score" in name or "reward" in name):
+            out[name] = data[name].drop_nulls().cast(pl.Float64).to_list()
+    if "responses" in data.columns:
+        out["responses[].score"] = data["responses"].explode().struct.field("score").drop_nulls().to_list()
+    return {k: v for k, v in out.items() if v}
+
+
+def scores(data: pl.DataFrame | None) -> Section:
+    """Every judge / deita / reward score column of the output, as histograms and summary stats."""
+    found = _score_columns(data) if data is not None else {}
+    if not found:
+        return "scores", "Score distributions", none("No score columns in the output.")
+    body = "".join(plots.histograms({k: v}, k, "score") for k, v in found.items())
+    body += table(_STAT_HEAD, [_stats_rows(k, v) for k, v in found.items()])
+    return "scores", "Score distributions", body
+
+
+def _flat(notes: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested stage notes (``length_control.before.pairs``) as dotted scalar rows."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in notes.items():
+        if isinstance(value, dict):
+            rows += _flat(value, f"{prefix}{key}.")
+        elif isinstance(value, int | float | str) and not isinstance(value, bool) and key != "report":
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+def margins(data: pl.DataFrame | None, manifest: dict[str, Any]) -> Section:
+    """Chosen-vs-rejected length and score margins: a preference set whose chosen side is nearly always
+    longer teaches a DPO model to be verbose (length bias), so the share is stated outright, next to what
+    the pairs and judge stages noted (length ratio and length control before/after)."""
+    title = "Chosen vs rejected (length bias)"
+    noted = [[s["label"], k, v] for s in manifest.get("stages", []) if s.get("name") in ("pairs", "judge")
+             for k, v in _flat(s.get("notes", {}))]
+    notes = ("<h3>Pairs and judge stage notes</h3>" + table(["stage", "note", "value"], noted)) if noted else ""
+    if data is None or not {"chosen", "rejected"} <= set(data.columns):
+        return "margins", title, none("Not a preference table: no chosen/rejected pairs.") + notes
+
+    def chars(col: str) -> pl.Expr:  # signed: len_chars is UInt32 and a negative margin must not wrap
+        text = pl.col(col).list.eval(pl.element().struct.field("content")).list.join("\n")
+        return text.str.len_chars().cast(pl.Int64)
+
+    m = data.select((chars("chosen") - chars("rejected")).alias("length_margin"))
+    values = m["length_margin"].drop_nulls().cast(pl.Float64).to_list()
+    longer = sum(v > 0 for v in values) / len(values) if values else 0.0
+    series = {"length margin (chars)": values}
+    if {"score_chosen", "score_rejected"} <= set(data.columns):
+        sm = data.select((pl.col("score_chosen") - pl.col("score_rejected")).alias("s"))["s"]
+        series["score margin"] = sm.drop_nulls().cast(pl.Float64).to_list()
+    body = f"<p>Chosen response is longer in <b>{longer:.1%}</b> of {len(values):,} pairs.</p>"
+    body += "".join(plots.histograms({k: v}, k, "chosen - rejected") for k, v in series.items() if v)
+    body += table(_STAT_HEAD, [_stats_rows(k, v) for k, v in series.items()])
+    return "margins", title, body + notes
+
+
+def languages(data: pl.DataFrame | None) -> Section:
+    """The language mix when a stage tagged rows with ``lang`` (translate, language filter)."""
+    col = next((c for c in ("lang", "language") if data is not None and c in data.columns), None)
+    if data is None or col is None:
+        return "languages", "Language mix", none("No lang column in the output.")
+    counts = data[col].fill_null("(none)").cast(pl.String).value_counts(sort=True).head(20)
+    labels, n = counts[col].to_list(), counts["count"].to_list()
+    body = plots.bar_counts(labels, n, "rows per language") + table(["lang", "rows"], zip(labels, n, strict=True))
+    return "languages", "Language mix", body
+
+
+def _row_text(row: dict[str, Any]) -> str:
+    """A readable text of a raw row (canonical tables or adapter input): prompt, then first response."""
+    parts: list[str] = []
+    for key in ("messages", "prompt", "chosen"):
+        value = row.get(key)
+        if isinstance(value, list):
+            parts += [f"[{m.get('role')}] {m.get('content')}" for m in value if isinstance(m, dict)]
+        elif isinstance(value, str):
+            parts.append(value)
+    if not parts:
+        parts = [f"{k}: {v}" for k, v in row.items() if k not in ("id", "source") and isinstance(v, str)]
+    text = "\n".join(parts)
+    return text if len(text) <= _TEXT_CHARS else text[:_TEXT_CHARS] + " …"
+
+
+def dedup(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | None) -> Section:
+    """Cluster counts from the dedup stages' notes, with removed near-duplicates next to the kept row."""
+    stages = [s for s in manifest.get("stages", []) if "clusters" in s.get("notes", {})
+              or "duplicates" in s.get("notes", {})]
+    if not stages:
+        return "dedup", "Deduplication", none("No dedup stage in this run.")
+    body = table(["stage", "note", "value"], [[s["label"], k, v] for s in stages for k, v in s["notes"].items()
+                                               if isinstance(v, int | float) and not isinstance(v, bool)])
+    by_id = {}
+    if data is not None and "id" in data.columns:
+        by_id = {r["id"]: r for r in data.head(200_000).iter_rows(named=True)}
+    examples = ""
+    for s in stages:
+        q = _read(run_dir / "quarantine" / f"{s['label']}.parquet")
+        if q is None:
+            continue
+        for rec in q.head(_EXAMPLES).iter_rows(named=True):
+            kept_id = (_ID.findall(rec["reason"] or "") or [None])[-1]
+            removed = _row_text(json.loads(rec["row"])) if rec.get("row") else "(row not recorded)"
+            kept = _row_text(by_id[kept_id]) if kept_id in by_id else "(kept row not in the output)"
+            examples += f"<p>{esc(s['label'])}: {esc(rec['reason'])}</p>"
+            examples += pair(f"removed {rec['id']}", removed, f"kept {kept_id}", kept)
+    body += "<h3>Examples</h3>" + (examples or none("No removed rows to show."))
+    return "dedup", "Deduplication", body
+
+
+def audit(run_dir: Path) -> Section:
+    """Contamination matches the audit stage published under ``reports/`` (both texts and scores)."""
+    files = sorted((run_dir / "reports").glob("*audit*.parquet"))
+    if not files:
+        return "audit", "Audit matches", none("No audit report in this run.")
+    df = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    if df.is_empty():
+        return "audit", "Audit matches", none("The audit found no matches.")
+    body = f"<p>{df.height:,} match(es) in {', '.join(esc(f.name) for f in files)}.</p>"
+    shown = df.head(20).with_columns(pl.col(pl.String).str.slice(0, 300))
+    rows = [[fmt_cell(v) for v in r] for r in shown.iter_rows()]
+    return "audit", "Audit matches", body + table(shown.columns, rows)
+
+
+def fmt_cell(value: Any) -> Any:
+    """Keep numbers numeric (aligned right); anything nested becomes short text."""
+    return value if isinstance(value, int | float | str) or value is None else str(value)[:300]
+
+
+def summary(manifest: dict[str, Any]) -> Section:
+    """Recipe, hash, seed, versions and timings: what is needed to reproduce or compare this run."""
+    recipe = manifest.get("recipe", {}) or {}
+    out = manifest.get("output", {}) or {}
+    body = table(["field", "value"], [
+        ["recipe", recipe.get("name", "")], ["description", recipe.get("description", "")],
+        ["recipe hash", manifest.get("recipe_hash", "")], ["seed", manifest.get("seed", "")],
+        ["finished", manifest.get("finished_at", "")], ["seconds", manifest.get("seconds", "")],
+        ["output", f"{out.get('path', '')} ({out.get('table', '')}, {out.get('rows', '')} rows)"],
+        ["quarantined", manifest.get("quarantined", "")], ["limit", manifest.get("limit")],
+        ["command", " ".join(manifest.get("command") or [])],
+    ])
+    body += "<h3>Timings</h3>" + table(["stage", "kind", "seconds", "cached"], [
+        [s["label"], s.get("kind", ""), s.get("seconds", ""), "yes" if s.get("cached") else "no"]
+        for s in manifest.get("stages", [])])
+    body += "<h3>Inputs</h3>" + table(["path", "adapter", "xxh3"], [
+        [i.get("path"), i.get("adapter"), i.get("xxh3")] for i in manifest.get("inputs", [])])
+    body += "<h3>Versions</h3>" + table(["package", "version"], sorted(manifest.get("versions", {}).items()))
+    return "manifest", "Manifest summary", body

@@ -1,0 +1,151 @@
+"""``curate report``: a self-contained HTML page per run, written by every ``curate run`` too."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.report import write_report
+from curate.runner import run_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("funnel", "lengths", "scores", "margins", "languages", "dedup", "audit", "manifest")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _check_self_contained(html: str) -> None:
+    for sid in SECTIONS:
+        assert f'<section id="{sid}">' in html, sid
+    refs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', html)
+    assert refs and not [r for r in refs if r.startswith(("http://", "https://", "//"))]
+    assert "<script" not in html and "<link" not in html
+    assert html.count('src="data:image/png;base64,') >= 3  # funnel + prompt and response lengths
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The two model-free recipes, run once for the module (each takes about a second)."""
+    root = tmp_path_factory.mktemp("report_runs")
+    return {name: run_recipe(ROOT / "recipes" / f"{name}.yaml", root / name).run_dir
+            for name in ("clean_sft", "preference_clean")}
+
+
+def test_run_writes_report_for_sft(runs: dict[str, Path]) -> None:
+    html = (runs["clean_sft"] / "report.html").read_text()
+    _check_self_contained(html)
+    # near-duplicate examples show both the removed and the kept text
+    assert "near duplicate (minhash" in html and html.count('<div class="pair">') >= 2
+    assert "kept row not in the output" not in html
+    assert "No lang column" in html and "Not a preference table" in html
+
+
+def test_run_writes_report_for_preferences(runs: dict[str, Path]) -> None:
+    html = (runs["preference_clean"] / "report.html").read_text()
+    _check_self_contained(html)
+    assert "Chosen response is longer in" in html
+    assert "No audit report in this run." in html
+
+
+def test_cli_report_to_file_and_missing_run(runs: dict[str, Path], tmp_path: Path) -> None:
+    target = tmp_path / "out" / "r.html"
+    result = CliRunner().invoke(app, ["report", str(runs["clean_sft"]), "--out", str(target)])
+    assert result.exit_code == 0, result.output
+    _check_self_contained(target.read_text())
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert missing.exit_code != 0
+
+
+def test_report_without_cache_scores_lang_audit_and_escaping(tmp_path: Path) -> None:
+    """A hand-made run: scores, lang and an audit report appear; hostile row text is escaped."""
+    run = tmp_path / "run"
+    for sub in ("data", "quarantine", "reports"):
+        (run / sub).mkdir(parents=True)
+
+    def msgs(role: str, text: str) -> list[dict[str, str]]:
+        return [{"role": role, "content": text}]
+
+    hostile = "<script>alert(1)</script><img src=https://evil.example/x.png>"
+    kept = "a" * 32
+    pl.DataFrame({
+        "id": [kept, "b" * 32, "c" * 32],
+        "prompt": [msgs("user", hostile), msgs("user", "q2"), msgs("user", "q3")],
+        "chosen": [msgs("assistant", "long answer here"), msgs("assistant", "yes!"), msgs("assistant", "ok")],
+        "rejected": [msgs("assistant", "no"), msgs("assistant", "nope"), msgs("assistant", "not ok at all")],
+        "score_chosen": [8.0, 7.0, 9.0], "score_rejected": [2.0, 3.0, 1.0],
+        "deita_score": [1.5, 2.5, 3.5], "lang": ["en", "de", "en"], "source": ["t", "t", "t"],
+    }).write_parquet(run / "data" / "preference.parquet")
+    removed = {"id": "d" * 32, "prompt": msgs("user", hostile + " again")}
+    pl.DataFrame({"stage": ["01-embed_dedup"], "reason": [f"near duplicate (embedding, cos 0.97) of {kept}"],
+                  "id": ["d" * 32], "row": [json.dumps(removed)]}).write_parquet(
+        run / "quarantine" / "01-embed_dedup.parquet")
+    pl.DataFrame({"id": [kept], "reference": ["mt_bench"], "cosine": [0.97], "text": [hostile],
+                  "reference_text": ["a benchmark question"]}).write_parquet(run / "reports" / "02-audit.parquet")
+    stages = [
+        {"label": "00-read", "name": "read", "kind": "input", "rows_in": 4, "rows_out": 4, "quarantined": 0,
+         "seconds": 0.1, "cached": False, "notes": {}, "cache_dir": "00-read-gone"},
+        {"label": "01-embed_dedup", "name": "embed_dedup", "kind": "global", "rows_in": 4, "rows_out": 3,
+         "quarantined": 1, "seconds": 0.2, "cached": False, "notes": {"clusters": 1, "duplicates": 1},
+         "cache_dir": "x"},
+        {"label": "02-pairs", "name": "pairs", "kind": "global", "rows_in": 3, "rows_out": 3, "quarantined": 0,
+         "seconds": 0.1, "cached": False, "cache_dir": "y",
+         "notes": {"length_ratio_mean": 1.8, "length_control": {"before": {"pairs": 3}, "after": {"pairs": 3}}}},
+    ]
+    (run / "manifest.json").write_text(json.dumps({
+        "recipe": {"name": "<b>hand</b>"}, "recipe_hash": "abc", "seed": 1, "versions": {"curate": "0"},
+        "stages": stages, "output": {"path": "data/preference.parquet", "table": "preference", "rows": 3},
+        "quarantined": 1, "inputs": [],
+    }))
+    html = write_report(run).read_text()
+    _check_self_contained(html)
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<b>hand</b>" not in html
+    assert "deita_score" in html and "score_chosen" in html
+    assert "rows per language" in html
+    assert "length_control.before.pairs" in html
+    assert "<td class=\"num\">-11</td>" in html  # "ok" vs "not ok at all": negative margins stay negative
+    assert "1 match(es)" in html and "a benchmark question" in html
+    assert "cache removed" in html  # before-lengths need the read stage's cache: says so instead
+    assert f"kept {kept}" in html
+
+
+def _find_chromium() -> str | None:
+    """Debian's /usr/bin/chromium, else whatever ``chromium`` is on PATH."""
+    return str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
+
+
+def _chromium(args: list[str], url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,4000"]
+    return subprocess.run([str(_find_chromium()), *flags, *args, url], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.browser
+def test_report_renders_in_chromium(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Headless chromium renders the page to a non-blank PNG, with every section in the DOM and no JS errors."""
+    if _find_chromium() is None:
+        message = "chromium not installed (apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: CI must install it")
+        pytest.skip(message)
+    url = (runs["preference_clean"] / "report.html").resolve().as_uri()
+    png = tmp_path / "report.png"
+    shot = _chromium([f"--screenshot={png}", "--enable-logging=stderr", "--v=0"], url, tmp_path)
+    assert png.is_file() and png.stat().st_size > 20_000, shot.stderr[-2000:]
+    assert "Uncaught" not in shot.stdout + shot.stderr
+    from PIL import Image  # matplotlib depends on pillow
+
+    with Image.open(png) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50  # text, tables and plots, not a blank page
+    dom = _chromium(["--dump-dom"], url, tmp_path).stdout
+    for sid in SECTIONS:
+        assert f'id="{sid}"' in dom, sid
