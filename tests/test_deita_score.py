@@ -167,3 +167,44 @@ def test_expected_value_matches_model_softmax(tiny_llm_path: Path) -> None:
     assert out["deita_complexity"][0] == pytest.approx(by_hand(scoring.complexity_prompt(instruction)), abs=1e-4)
     assert out["deita_quality"][0] == pytest.approx(by_hand(scoring.quality_prompt(instruction, response)), abs=1e-4)
     assert out["deita_note"][0] is None
+
+
+def test_openai_backend_matches_transformers(tiny_llm_path: Path, tmp_path: Path) -> None:
+    """Through an OpenAI-compatible server (curate.llm.serve over the tiny model) the scores are the local
+    backend's: with ``tokenizer:`` the prefilled prompt goes to /completions, without one the chat endpoint's
+    first answer token is read (same values as the local backend's chat)."""
+    from curate.llm import load_llm
+    from curate.llm.serve import OpenAICompatServer
+
+    local = load_llm({"backend": "transformers", "path": str(tiny_llm_path)})
+    data = conversations([("Write a short poem about the sea.", "The sea is blue.")], [("Hi", "Hello!")])
+    server = OpenAICompatServer(local).start()
+    try:
+        base = {"backend": "openai", "base_url": server.base_url, "model": "tiny", "cache_dir": str(tmp_path / "c")}
+        specs = {"local": {"backend": "transformers", "path": str(tiny_llm_path)},
+                 "remote": {**base, "tokenizer": str(tiny_llm_path)}, "chat_only": base}
+        ctx = Context.ephemeral(models=ModelRegistry(specs))
+        ctx.models.register("local", local)
+        cols = ["deita_complexity_turns", "deita_quality_turns", "deita_note"]
+        expected = DeitaScore(model="local", top_logprobs=200)(data, ctx).collect().select(cols)
+        remote_ctx, chat_ctx = (Context.ephemeral(models=ModelRegistry(specs)) for _ in range(2))
+        remote = DeitaScore(model="remote", top_logprobs=200)(data, remote_ctx).collect()
+        _assert_close(remote, expected)
+        chat_only = DeitaScore(model="chat_only", top_logprobs=200)(data, chat_ctx).collect()
+        stage = DeitaScore(top_logprobs=200)  # the whole distribution's digits, not just the top 20
+        instruction, response = "Hi", "Hello!"
+        convs = [scoring.complexity_prompt(instruction), scoring.quality_prompt(instruction, response)]
+        by_hand = [scoring.expected_score(g[0].logprobs)[0] for g in local.chat(convs, stage.sampling(["x"]))]
+        got = [chat_only["deita_complexity_turns"][1][0], chat_only["deita_quality_turns"][1][0]]
+        assert [g is None for g in got] == [b is None for b in by_hand]
+        assert [g for g in got if g is not None] == pytest.approx([b for b in by_hand if b is not None], abs=1e-4)
+    finally:
+        server.stop()
+
+
+def _assert_close(a: pl.DataFrame, b: pl.DataFrame) -> None:
+    for col in ("deita_complexity_turns", "deita_quality_turns"):
+        for x, y in zip(a[col].to_list(), b[col].to_list(), strict=True):
+            for u, v in zip(x, y, strict=True):
+                assert (u is None) == (v is None) and (u is None or abs(u - v) < 1e-4)
+    assert a["deita_note"].to_list() == b["deita_note"].to_list()

@@ -300,3 +300,11 @@ def test_pointwise_conversation_last_turn() -> None:
     assert out["judge_score"].to_list() == [5.0, None]
     assert out["judge_reason"][1] == "nothing to judge (no prompt or empty response)"
     assert out["judge_chars"].to_list() == [4, 0]
+
+
+def test_rating_distribution_ignores_non_ascii_digits() -> None:
+    from curate.synth.judging import rating_distribution
+
+    # SmolLM2 puts "²" in its top-20 after "Rating:"; str.isdigit() accepts it but int() does not.
+    value, _, _ = rating_distribution({"²": -0.1, "4": -1.0, "٣": -1.5, "2": -2.0}, scale=5)
+    assert value is not None and 2.0 < value < 4.0

@@ -221,7 +221,7 @@ def expected_rating(
     weights: dict[int, float] = {}
     for token, logprob in top.items():
         stripped = token.strip()
-        if stripped.isdigit() and 1 <= int(stripped) <= scale:
+        if stripped.isascii() and stripped.isdigit() and 1 <= int(stripped) <= scale:  # not "²", "٣"
             value = int(stripped)
             weights[value] = weights.get(value, 0.0) + math.exp(logprob)
     total = sum(weights.values())
@@ -251,7 +251,7 @@ def rating_distribution(top: dict[str, float] | None, scale: int) -> tuple[float
     weights: dict[int, float] = {}
     for token, logprob in top.items():
         stripped = token.strip()
-        if stripped.isdigit() and 1 <= int(stripped) <= scale:
+        if stripped.isascii() and stripped.isdigit() and 1 <= int(stripped) <= scale:  # not "²", "٣"
             weights[int(stripped)] = weights.get(int(stripped), 0.0) + math.exp(logprob)
     total = sum(weights.values())
     if total <= 0.0:
