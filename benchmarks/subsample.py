@@ -8,6 +8,7 @@ would be).  Embedded once with the bundled MiniLM (the embedding cache is shared
 Per method and fraction, one JSON line:
  - ``coverage``: mean Euclidean distance (unit vectors) from every pool row to its nearest selected row;
    lower is better (the k-center objective's average form);
+ - ``coverage_max``: the largest of those distances (the k-center objective itself; lower is better);
  - ``clusters_hit``: how many of ``--clusters`` k-means clusters of the pool (faiss.Kmeans, seeded) hold a
    selected row; higher is better;
  - ``duplicates_kept``: planted copies selected together with their original (wasted budget);
@@ -93,11 +94,13 @@ def main() -> None:
                 index = faiss.IndexFlatL2(vectors.shape[1])
                 index.add(vectors[chosen])
                 dist2, _ = index.search(vectors, 1)
+                nearest = np.sqrt(np.maximum(dist2[:, 0], 0.0))
                 kept_set = set(kept)
                 stats = ctx.stats["subsample"]
                 print(json.dumps({
                     "benchmark": "subsample", "method": method, "fraction": fraction, "pool": len(texts),
-                    "kept": len(kept), "coverage": round(float(np.sqrt(np.maximum(dist2[:, 0], 0)).mean()), 4),
+                    "kept": len(kept), "coverage": round(float(nearest.mean()), 4),
+                    "coverage_max": round(float(nearest.max()), 4),
                     "clusters_hit": len(np.unique(cluster[chosen])), "clusters": args.clusters,
                     "duplicates_kept": sum(1 for c, o in copy_of.items() if c in kept_set and o in kept_set),
                     "planted": args.planted, "k": stats.get("k"), "seconds": round(seconds, 3),

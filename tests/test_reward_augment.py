@@ -95,6 +95,16 @@ def test_custom_template_and_scale() -> None:
     assert [p[0]["content"] for p in out["prompt"].to_list()] == ["Target: 5/5 (min 1).", "Target: 2/5 (min 1)."]
 
 
+def test_scores_rounding_to_one_goal_are_ties() -> None:
+    ctx = Context.ephemeral()
+    lf = pairs().head(1).with_columns(pl.lit(7.51).alias("score_chosen"), pl.lit(7.49).alias("score_rejected"))
+    assert lf.pipe(RewardAugment(), ctx).collect().height == 0
+    assert ctx.quarantine_frame()["reason"].to_list() == [
+        "reward_augment: scores 7.51 and 7.49 give the same goal at 1 decimal(s), twins would contradict"
+    ]
+    assert lf.pipe(RewardAugment(decimals=2)).collect()["goal_score"].to_list() == [7.51, 7.49]
+
+
 def test_validation_and_input_checks() -> None:
     assert STAGES["reward_augment"] is RewardAugment
     for bad in ({"template": "no goal"}, {"template": "{score} {oops}"}, {"low": 5, "high": 5},

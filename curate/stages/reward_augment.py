@@ -44,8 +44,9 @@ class RewardAugment(Stage):
       ``score_rejected`` follow their responses (swapped in the second twin), and so does every metadata
       column pair ``<name>_chosen`` / ``<name>_rejected`` (e.g. lengths or reward heads).  New columns:
       ``parent_id`` (the input pair's ``id``) and ``goal_score``; ``id`` is the content hash of the new row.
-    - **Ties**: a pair with ``r_w == r_l`` (or a null / NaN score) would give two contradictory twins with the
-      same goal; it produces none and goes to quarantine with the reason.  The runner counts them per stage.
+    - **Ties**: a pair with ``r_w == r_l`` (also when both round to the same goal at ``decimals``), or a null /
+      NaN score, would give two contradictory twins with the same goal; it produces none and goes to
+      quarantine with the reason.  The runner counts them per stage.
     - **Manifest**: ``goal_at_inference`` (``high``, the top of the scale, which is what the paper conditions
       on at evaluation) and ``goal_prompt`` (the system text to use then) via ``ctx.note``, for the trainer.
 
@@ -127,11 +128,15 @@ class RewardAugment(Stage):
         r_w = pl.col("score_chosen").cast(pl.Float64)
         r_l = pl.col("score_rejected").cast(pl.Float64)
         missing = r_w.is_null() | r_l.is_null() | r_w.is_nan() | r_l.is_nan()
-        tie = ~missing & (r_w == r_l)
+        # Scores that round to the same goal text are ties too: their twins would share a goal and contradict.
+        tie = ~missing & (r_w.round(self.decimals) == r_l.round(self.decimals))
         reason = (
             pl.when(missing)
             .then(pl.lit("reward_augment: null score (no goal to condition on)"))
-            .otherwise(pl.format("reward_augment: equal scores ({} == {}), twins would contradict", r_w, r_l))
+            .when(r_w == r_l)
+            .then(pl.format("reward_augment: equal scores ({} == {}), twins would contradict", r_w, r_l))
+            .otherwise(pl.format(f"reward_augment: scores {{}} and {{}} give the same goal at {self.decimals} "
+                                 "decimal(s), twins would contradict", r_w, r_l))
         )
         ctx.quarantine(lf.filter(missing | tie), reason)
 
