@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect as pyinspect
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -113,6 +114,9 @@ def run(
         if show:
             out.print(f"curate run [bold]{loaded.name}[/] -> {run_dir}", highlight=False)
         progress = show and sys.stderr.isatty()
+        if not progress:
+            # Model libraries draw their own tqdm bars (e.g. GGUF de-quantising); off in logs and cron jobs.
+            os.environ.setdefault("TQDM_DISABLE", "1")
         result = Runner(loaded, run_dir, resume=resume, limit=limit, progress=progress, on_event=on_event).run()
         if show:
             out.print(
