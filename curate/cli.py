@@ -289,6 +289,7 @@ def scaling(
     size: str | None = typer.Option(None, "--size", help="Column of the subset size (default: size, n, ...)."),
     score: str | None = typer.Option(None, "--score", help="Column of the score (default: score, metric, ...)."),
     as_json: bool = typer.Option(False, "--json", help="Print the fit as JSON."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw points, fit and target size to this PNG."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Fit the data-scaling plateau P(n) = P_max - (P_max - P_0) e^(-k n) and the size reaching --target x P_max.
@@ -299,6 +300,11 @@ def scaling(
 
     def action() -> None:
         fit = fit_file(metrics_file, target=target, size=size, score=score)
+        if plot is not None:
+            from curate.scaling import plot_fit
+
+            plot_fit(metrics_file, plot, target=target, size=size, score=score)
+            err.print(f"plot: {plot}", highlight=False)
         if as_json:
             print(json.dumps(fit.to_dict()))
             return

@@ -194,3 +194,32 @@ def fit_file(path: Path, *, target: float = 0.95, size: str | None = None, score
     """Read ``path`` (:func:`read_points`) and fit it (:func:`fit_plateau`)."""
     x, y = read_points(path, size=size, score=score)
     return fit_plateau(x, y, target=target)
+
+
+def plot_fit(path: Path, out: Path, *, target: float = 0.95, size: str | None = None,
+             score: str | None = None) -> PlateauFit:
+    """Fit ``path`` and draw the measured points, the fitted plateau and the target size to a PNG ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    x, y = read_points(path, size=size, score=score)
+    fit = fit_plateau(x, y, target=target)
+    fig = Figure(figsize=(6.4, 4.0), dpi=110)
+    ax = fig.add_subplot()
+    grid = np.linspace(0.0, float(x.max()) * 1.15, 200)
+    ax.scatter(x, y, color="#333333", zorder=3, label="measured")
+    ax.plot(grid, fit.predict(grid), color="#4c72b0", label=f"fit: P_max={fit.p_max:.4g}, k={fit.k:.3g}")
+    ax.axhline(fit.p_max * target, color="#dd8452", linestyle="--", linewidth=1, label=f"{target:g} x P_max")
+    if fit.size_at_target is not None:
+        ax.axvline(fit.size_at_target, color="#dd8452", linestyle=":", linewidth=1,
+                   label=f"size {fit.size_at_target:.4g}")
+    ax.set_xlabel("subset size")
+    ax.set_ylabel("score")
+    ax.set_title("data scaling: P(n) = P_max - (P_max - P_0) e^(-k n)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return fit

@@ -87,3 +87,13 @@ def test_cli(tmp_path: Path) -> None:
     failed = runner.invoke(app, ["scaling", str(few)])
     assert failed.exit_code == InputDataError.exit_code
     assert "at least 3 points" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_cli_plot(tmp_path: Path) -> None:
+    metrics = tmp_path / "m.csv"
+    metrics.write_text("size,score\n" + "".join(f"{n},{plateau(n, *TRUE)}\n" for n in SIZES))
+    png = tmp_path / "fit.png"
+    result = CliRunner().invoke(app, ["scaling", str(metrics), "--json", "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["p_max"] == pytest.approx(0.8, abs=1e-6)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
