@@ -9,14 +9,14 @@ import polars as pl
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
-from curate.embed import EmbedStats, embed_texts, encoder_from, new_index
+from curate.embed import EmbedStats, embed_texts, encoder_from
+from curate.embed.select import greedy_diverse
 from curate.errors import RecipeError
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
 
 #: Candidates examined per index search: one batched search against the kept set, then the greedy rule
 #: inside the block with the block's own similarity matrix (exactly the one-at-a-time result, far fewer calls).
-_BLOCK = 512
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -87,39 +87,11 @@ class DeitaSelect(Stage):
         ctx.note("texts_encoded", stats.encoded)
         ctx.note("texts_cached", stats.cached)
 
-        kept_index = new_index(vectors.shape[1], budget, exact_max=self.exact_max)
-        for key, value in kept_index.describe().items():
-            if key != "vectors":
-                ctx.note(key, value)
-        tau = np.float32(self.tau)
-        kept_order: list[int] = []  # positions in ``rows`` (score order) of kept rows; index ids follow it
-        status = np.zeros(n, np.int8)  # 0 over budget, 1 kept, 2 too similar
-        blocker = np.full(n, -1, np.int64)  # score-order position of the most similar kept row
-        blocker_sim = np.zeros(n, np.float32)
-        for start in range(0, n, _BLOCK):
-            if len(kept_order) >= budget:
-                break
-            block = vectors[start : start + _BLOCK]
-            sims, ids = kept_index.search(block, 1)
-            within = block @ block.T
-            accepted: list[int] = []
-            for i in range(len(block)):
-                if len(kept_order) + len(accepted) >= budget:
-                    break
-                best, who = float(sims[i, 0]), int(ids[i, 0])
-                who = kept_order[who] if who >= 0 else -1
-                if accepted:
-                    local = within[i, accepted]
-                    j = int(np.argmax(local))
-                    if local[j] > best:
-                        best, who = float(local[j]), start + accepted[j]
-                if who >= 0 and np.float32(best) > tau:
-                    status[start + i], blocker[start + i], blocker_sim[start + i] = 2, who, best
-                else:
-                    status[start + i] = 1
-                    accepted.append(i)
-            kept_index.add(block[accepted])
-            kept_order.extend(start + a for a in accepted)
+        status, blocker, blocker_sim, kept_index = greedy_diverse(vectors, budget, self.tau, exact_max=self.exact_max)
+        if kept_index is not None:
+            for key, value in kept_index.describe().items():
+                if key != "vectors":
+                    ctx.note(key, value)
 
         ids_in_order = rows.get_column("id")
         decided = pl.DataFrame(

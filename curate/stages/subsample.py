@@ -10,7 +10,8 @@ import polars as pl
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from curate.embed import EmbedStats, embed_texts, encoder_from, new_index
+from curate.embed import EmbedStats, embed_texts, encoder_from
+from curate.embed.select import greedy_diverse
 from curate.errors import ModelError, RecipeError
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
@@ -19,7 +20,6 @@ Method = Literal["entropy", "random", "kcenter", "deita"]
 
 #: Candidates per index search in the ``deita`` method (as in deita_select: one batched search against the
 #: kept set, then the greedy rule inside the block with the block's own similarity matrix).
-_BLOCK = 512
 
 
 def keep_count(n: int, fraction: float | None, count: int | None) -> int:
@@ -87,47 +87,6 @@ def kcenter_order(vectors: np.ndarray, budget: int, seed: int) -> np.ndarray:
         np.minimum(nearest, dist, out=nearest)
         nearest[chosen] = -1.0
     return np.asarray(chosen, np.int64)
-
-
-def deita_greedy(vectors: np.ndarray, budget: int, tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """deita's Repr Filter over rows already in score order: keep a row when its cosine to every kept row is
-    ``<= tau``, until ``budget``.  Returns per row a status (0 over budget, 1 kept, 2 too similar), the
-    position of the most similar kept row and that similarity.  Same rule as the ``deita_select`` stage,
-    re-implemented on :func:`curate.embed.new_index` because stages never import each other."""
-    n = len(vectors)
-    status = np.zeros(n, np.int8)
-    blocker = np.full(n, -1, np.int64)
-    blocker_sim = np.zeros(n, np.float32)
-    if n == 0 or budget <= 0:
-        return status, blocker, blocker_sim
-    index = new_index(vectors.shape[1], budget)
-    t32 = np.float32(tau)
-    kept: list[int] = []
-    for start in range(0, n, _BLOCK):
-        if len(kept) >= budget:
-            break
-        block = vectors[start : start + _BLOCK]
-        sims, ids = index.search(block, 1)
-        within = block @ block.T
-        accepted: list[int] = []
-        for i in range(len(block)):
-            if len(kept) + len(accepted) >= budget:
-                break
-            best, who = float(sims[i, 0]), int(ids[i, 0])
-            who = kept[who] if who >= 0 else -1
-            if accepted:
-                local = within[i, accepted]
-                j = int(np.argmax(local))
-                if local[j] > best:
-                    best, who = float(local[j]), start + accepted[j]
-            if who >= 0 and np.float32(best) > t32:
-                status[start + i], blocker[start + i], blocker_sim[start + i] = 2, who, best
-            else:
-                status[start + i] = 1
-                accepted.append(i)
-        index.add(block[accepted])
-        kept.extend(start + a for a in accepted)
-    return status, blocker, blocker_sim
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -228,7 +187,7 @@ class Subsample(Stage):
             else:
                 order = rows.with_row_index("_pos").sort(["_score", "_pos"], descending=[True, False],
                                                          nulls_last=True).get_column("_pos").to_numpy().astype(np.int64)
-                status, blocker, blocker_sim = deita_greedy(vectors[order], budget, self.tau)
+                status, blocker, blocker_sim, _ = greedy_diverse(vectors[order], budget, self.tau)
                 code[order] = np.select([status == 1, status == 2], [0, 3], 1).astype(np.int8)
                 other[order] = np.where(blocker >= 0, order[np.maximum(blocker, 0)], -1)
                 sim[order] = blocker_sim
