@@ -157,6 +157,14 @@ class Context:
         return pl.concat([frame for _, frame in self.quarantined]).collect()
 
     # -- batch stages --------------------------------------------------------------------------------
+    def _shard_dir(self, key: str) -> Path:
+        """The shard folder of ``key``, recorded in the stage's notes so ``curate gc`` knows it is in use."""
+        shard_dir = self.cache_dir / "shards" / key[:32]
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        used = self.stats.get(self.stage_label, {}).get("shard_dirs", [])
+        self.note("shard_dirs", sorted({*used, shard_dir.name}))
+        return shard_dir
+
     def map_batches(
         self,
         lf: pl.LazyFrame,
@@ -175,10 +183,7 @@ class Context:
         in input order.  ``columns`` limits what ``fn`` receives (and what the result holds).
         """
         size = batch_size or self.batch_size
-        shard_dir = self.cache_dir / "shards" / key[:32]
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        used = self.stats.get(self.stage_label, {}).get("shard_dirs", [])
-        self.note("shard_dirs", sorted({*used, shard_dir.name}))
+        shard_dir = self._shard_dir(key)
         source = lf.select(columns) if columns is not None else lf
         paths: list[Path] = []
         computed = 0
@@ -219,10 +224,7 @@ class Context:
         else is a bug in the stage and raises.  Returns the results in input order.
         """
         size = batch_size or self.batch_size
-        shard_dir = self.cache_dir / "shards" / key[:32]
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        used = self.stats.get(self.stage_label, {}).get("shard_dirs", [])
-        self.note("shard_dirs", sorted({*used, shard_dir.name}))
+        shard_dir = self._shard_dir(key)
         source = lf.select(columns) if columns is not None else lf
         existing = sorted(shard_dir.glob("*.parquet"))
         todo = source
