@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import polars as pl
+from pydantic import AfterValidator
 
 from curate.errors import RecipeError
 from curate.pipeline import Context
@@ -15,6 +18,10 @@ def validate_keep(rule: str) -> str:
     if rule in ("first", "longest") or (rule.startswith("highest:") and len(rule) > len("highest:")):
         return rule
     raise ValueError(f"keep must be {KEEP_RULE_HELP}, got {rule!r}")
+
+
+#: A stage parameter holding a keep rule, checked when the stage is built (from YAML or Python).
+KeepRule = Annotated[str, AfterValidator(validate_keep)]
 
 
 def keep_columns(rule: str) -> list[str]:

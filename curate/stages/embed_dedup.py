@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import connected_components
 from curate.embed import EmbedStats, build_index, embed_texts, encoder_from, pairs_above
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
-from curate.stages._keep import drop_cluster_losers, keep_columns, rank_expr, validate_keep
+from curate.stages._keep import KeepRule, drop_cluster_losers, keep_columns, rank_expr
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -48,15 +48,10 @@ class EmbedDedup(Stage):
     threshold: float = Field(0.95, gt=0.0, le=1.0)
     search: Literal["range", "knn"] = "range"
     k: int = Field(16, ge=2)
-    keep: str = "first"
+    keep: KeepRule = "first"
     model: str = "embed"
     index: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
     exact_max: int = Field(100_000, ge=1)
-
-    @field_validator("keep")
-    @classmethod
-    def _check_keep(cls, value: str) -> str:
-        return validate_keep(value)
 
     def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         table = self.table_of(lf)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import polars as pl
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
 
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
-from curate.stages._keep import keep_columns, rank_expr, validate_keep
+from curate.stages._keep import KeepRule, keep_columns, rank_expr
 
 
 def normalise(text: pl.Expr, *, lowercase: bool, strip_punctuation: bool) -> pl.Expr:
@@ -41,12 +41,7 @@ class ExactDedup(Stage):
     on: Literal["prompt", "response", "full"] = "prompt"
     lowercase: bool = True
     strip_punctuation: bool = False
-    keep: str = "first"
-
-    @field_validator("keep")
-    @classmethod
-    def _check_keep(cls, value: str) -> str:
-        return validate_keep(value)
+    keep: KeepRule = "first"
 
     def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         table = self.table_of(lf)

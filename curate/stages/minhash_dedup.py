@@ -8,13 +8,13 @@ from typing import ClassVar, Literal
 import numpy as np
 import polars as pl
 import xxhash
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from curate.dedup import minhash
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
-from curate.stages._keep import drop_cluster_losers, keep_columns, rank_expr, validate_keep
+from curate.stages._keep import KeepRule, drop_cluster_losers, keep_columns, rank_expr
 
 #: Default weight of false negatives in the band choice when candidates are verified: a band false positive
 #: then costs one signature comparison, not a wrong drop, so the bands lean to recall (14 x 9 at 128/0.8).
@@ -76,14 +76,9 @@ class MinHashDedup(Stage):
     rows: int | None = Field(None, ge=1)
     false_negative_weight: float | None = Field(None, ge=0.0, le=1.0)
     verify: bool = True
-    keep: str = "first"
+    keep: KeepRule = "first"
     #: Rows per signature batch (one cached shard each).
     batch_size: int = Field(8192, ge=1)
-
-    @field_validator("keep")
-    @classmethod
-    def _check_keep(cls, value: str) -> str:
-        return validate_keep(value)
 
     @model_validator(mode="after")
     def _check_bands(self) -> MinHashDedup:
