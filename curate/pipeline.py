@@ -131,6 +131,11 @@ class Context:
         """Record a figure of the current stage (counts, thresholds) for the manifest."""
         self.stats.setdefault(self.stage_label, {})[key] = value
 
+    def count(self, key: str, n: int) -> None:
+        """Add ``n`` to a counter of the current stage (a stage may call a batch helper more than once)."""
+        notes = self.stats.setdefault(self.stage_label, {})
+        notes[key] = notes.get(key, 0) + n
+
     # -- quarantine --------------------------------------------------------------------------------
     def quarantine(self, rejected: pl.LazyFrame, reason: pl.Expr | str) -> None:
         """Register rows a stage removes, with the reason, as ``stage, reason, id, row`` (row as JSON)."""
@@ -200,8 +205,8 @@ class Context:
                 faults.shard_written()
                 computed += 1
             paths.append(path)
-        self.note("batches_computed", self.stats.get(self.stage_label, {}).get("batches_computed", 0) + computed)
-        self.note("batches_cached", self.stats.get(self.stage_label, {}).get("batches_cached", 0) + reused)
+        self.count("batches_computed", computed)
+        self.count("batches_cached", reused)
         if not paths:
             return pl.LazyFrame(schema=fn(source.head(0).collect()).schema)
         return pl.scan_parquet(paths)
@@ -243,14 +248,13 @@ class Context:
             faults.shard_written()
             computed += batch.height
             batches += 1
-        stats = self.stats.get(self.stage_label, {})
-        self.note("rows_computed", stats.get("rows_computed", 0) + computed)
-        self.note("batches_computed", stats.get("batches_computed", 0) + batches)
+        self.count("rows_computed", computed)
+        self.count("batches_computed", batches)
         shards = sorted(shard_dir.glob("*.parquet"))
         if not shards:
             return pl.LazyFrame(schema=fn(source.head(0).collect()).schema)
         total = int(source.select(pl.len()).collect().item())
-        self.note("rows_cached", stats.get("rows_cached", 0) + total - computed)
+        self.count("rows_cached", total - computed)
         return source.select("id").join(pl.scan_parquet(shards), on="id", how="inner", maintain_order="left")
 
     def close(self) -> None:
