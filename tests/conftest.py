@@ -38,3 +38,11 @@ def tiny_llm_builder(tmp_path_factory: pytest.TempPathFactory):
         return build_tiny_llm(root / name, chat_template=chat_template)
 
     return builder
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The bundled all-MiniLM-L6-v2 encoder, loaded once per test session for every embedding test."""
+    from curate.embed import DEFAULT_SPEC, load_encoder
+
+    return load_encoder(dict(DEFAULT_SPEC))

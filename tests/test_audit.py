@@ -13,7 +13,6 @@ import pytest
 from pydantic import ValidationError
 
 from curate import Context
-from curate.embed import DEFAULT_SPEC, load_encoder
 from curate.errors import InputDataError
 from curate.runner import run_recipe
 from curate.schema import conform
@@ -21,11 +20,6 @@ from curate.stages import STAGES
 from curate.stages.audit import AUDIT_SCHEMA, Audit
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-
-
-@pytest.fixture(scope="module")
-def encoder() -> Any:
-    return load_encoder(dict(DEFAULT_SPEC))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 from pydantic import ValidationError
 
 from curate import Context
-from curate.embed import DEFAULT_SPEC, load_encoder
 from curate.errors import RecipeError
 from curate.schema import conform
 from curate.stages import STAGES
@@ -26,11 +25,6 @@ PROMPTS = [
     "Explain how photosynthesis works.",
 ]
 SIMILAR = re.compile(r"^too similar to ([0-9a-f]{32}) \(cos (\d\.\d\d)\)$")
-
-
-@pytest.fixture(scope="module")
-def encoder() -> Any:
-    return load_encoder(dict(DEFAULT_SPEC))
 
 
 def ctx_with(encoder: Any) -> Context:

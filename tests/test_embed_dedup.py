@@ -11,7 +11,6 @@ import pytest
 from pydantic import ValidationError
 
 from curate import Context
-from curate.embed import DEFAULT_SPEC, load_encoder
 from curate.errors import RecipeError
 from curate.schema import conform
 from curate.stages import STAGES
@@ -29,11 +28,6 @@ PROMPTS = [
     "What is the best way to reverse a Python list?",
     "Explain how photosynthesis works.",
 ]
-
-
-@pytest.fixture(scope="module")
-def encoder() -> Any:
-    return load_encoder(dict(DEFAULT_SPEC))
 
 
 def ctx_with(encoder: Any) -> Context:

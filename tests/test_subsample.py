@@ -13,7 +13,6 @@ import pytest
 from pydantic import ValidationError
 
 from curate import Context
-from curate.embed import DEFAULT_SPEC, load_encoder
 from curate.errors import RecipeError
 from curate.schema import conform
 from curate.stages import STAGES
@@ -35,11 +34,6 @@ OUTLIERS = [
     "Explain the causes of the French Revolution.",
 ]
 TEXTS = PYTHON + ARITHMETIC + OUTLIERS
-
-
-@pytest.fixture(scope="module")
-def encoder() -> Any:
-    return load_encoder(dict(DEFAULT_SPEC))
 
 
 #: One embedding cache for the module: each text is encoded once, later contexts read the cached vectors.
