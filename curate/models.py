@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import xxhash
 
-from curate.errors import RecipeError
+from curate.errors import MODEL_PATH_HINTS, RecipeError
 
 ModelKind = Literal["llm", "embed", "reward"]
 
@@ -73,6 +73,25 @@ class ModelRegistry:
 
                 self._loaded[handle] = load_reward_model(spec, base_dir=self.base_dir)
         return self._loaded[handle]
+
+    def missing_paths(self, uses: dict[str, ModelKind]) -> list[str]:
+        """Problems with the local paths of the handles in ``uses`` (handle -> kind), found without loading.
+
+        ``curate validate`` calls this so a typo in a model path is caught before a long run starts, with
+        the fix (the embedded default, or where to put a local folder) in the message.
+        """
+        problems = []
+        for handle, kind in uses.items():
+            spec = self.spec(handle)
+            raw = spec.get("path")
+            if spec.get("backend") == "openai" or raw is None or str(raw) == "default":
+                continue
+            path = Path(str(raw)).expanduser()
+            path = path if path.is_absolute() else (self.base_dir / path)
+            if not path.exists():
+                problems.append(f"models.{handle}.path: {path} not found (curate never downloads): "
+                                f"{MODEL_PATH_HINTS[kind]}")
+        return problems
 
     def close(self) -> None:
         self._loaded.clear()

@@ -16,6 +16,7 @@ Stages never drop rows silently: rejected rows go to :meth:`Context.quarantine` 
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import logging
 import shutil
@@ -87,6 +88,37 @@ class Stage:
     @staticmethod
     def table_of(lf: pl.LazyFrame) -> str:
         return detect_table(lf.collect_schema())
+
+    def changed_params(self) -> dict[str, Any]:
+        """Parameters that differ from the stage's defaults (what a recipe entry for it would need)."""
+        changed = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = dataclasses.MISSING
+            if value != default:
+                changed[f.name] = value
+        return changed
+
+    def _repr_html_(self) -> str:
+        """A notebook cell shows the stage as a table of its parameters, the changed ones in bold."""
+        changed = self.changed_params()
+        rows = "".join(
+            f"<tr><td><code>{html.escape(k)}</code></td><td>{'<b>' if k in changed else ''}"
+            f"{html.escape(repr(v))}{'</b>' if k in changed else ''}</td></tr>"
+            for k, v in self.params().items()
+        )
+        summary = (type(self).__doc__ or "").strip().split("\n\n")[0]
+        return (
+            f"<div><b>{html.escape(self.name)}</b> <i>({self.kind} stage)</i>"
+            f"<div>{html.escape(' '.join(summary.split()))}</div>"
+            + (f"<div><small>paper: {html.escape(self.paper)}</small></div>" if self.paper else "")
+            + f"<table><tr><th>parameter</th><th>value</th></tr>{rows}</table></div>"
+        )
 
 
 @dataclass
@@ -182,34 +214,114 @@ class Context:
     ) -> pl.LazyFrame:
         """Run ``fn`` over ``lf`` in batches, caching each batch's result as a Parquet shard.
 
-        The shard of a batch is named by ``key`` (the stage fingerprint) and the hash of the batch's ``id``s,
-        so identical input batches are never computed twice, and a run killed mid-stage recomputes only the
-        shards that were not finished (shards are published by rename).  Returns a scan over the shards,
-        in input order.  ``columns`` limits what ``fn`` receives (and what the result holds).
+        The cache is keyed by content.  When the input has unique ``id``s and ``fn`` returns one row per
+        input id (every model and signature stage does), results are reused per row, as in :meth:`map_rows`:
+        only the ids with no cached result for ``key`` are batched and passed to ``fn``, so a re-run on an
+        input that grew by N rows costs N rows of model work wherever they sit (the scheduled refresh of
+        DESIGN.md section 1).  On an empty cache the batches are the input's fixed-size batches in order,
+        exactly as before, so a fresh run's output (seeds derived from a batch's ids included) is unchanged.
+        Otherwise (no ``id``, repeated ids, or an ``fn`` that changes the row set) each batch's result is
+        a shard named by the hash of the batch's ids.  Either way a killed run recomputes only unfinished
+        shards (published by rename).  Returns the results in input order.  ``columns`` limits what ``fn``
+        receives (and what the result holds).
         """
         size = batch_size or self.batch_size
-        shard_dir = self._shard_dir(key)
         source = lf.select(columns) if columns is not None else lf
+        if "id" in source.collect_schema().names() and _ids_unique(source):
+            try:
+                return self._map_per_row(source, fn, key, size, desc, strict=False)
+            except _NotOneToOne:
+                log.info("%s: results are not one row per id; caching whole batches", self.stage_label)
+        return self._map_per_batch(source, fn, key, size, desc)
+
+    def _map_per_batch(
+        self, source: pl.LazyFrame, fn: Callable[[pl.DataFrame], pl.DataFrame], key: str, size: int,
+        desc: str | None,
+    ) -> pl.LazyFrame:
+        shard_dir = self._shard_dir(key) / "by-batch"
+        shard_dir.mkdir(exist_ok=True)
         paths: list[Path] = []
-        computed = 0
+        pending: list[Path] = []
         reused = 0
-        for batch in _iter_batches(source, size, progress=self.progress, desc=desc or self.stage_label):
-            ids = batch.get_column("id") if "id" in batch.columns else batch.hash_rows().cast(pl.String)
-            batch_hash = xxhash.xxh3_128_hexdigest("\n".join(ids.to_list()).encode())
-            path = shard_dir / f"{batch_hash}.parquet"
-            if path.exists():
-                reused += 1
-            else:
-                result = fn(batch)
-                checkpoint.write_parquet_atomic(result, path)
-                faults.shard_written()
-                computed += 1
-            paths.append(path)
+
+        def needed() -> Iterator[pl.DataFrame]:
+            nonlocal reused
+            for batch in _iter_batches(source, size, progress=self.progress, desc=desc or self.stage_label):
+                ids = batch.get_column("id") if "id" in batch.columns else batch.hash_rows().cast(pl.String)
+                path = shard_dir / f"{_ids_hash(ids.to_list())}.parquet"
+                paths.append(path)
+                if path.exists():
+                    reused += 1
+                else:
+                    pending.append(path)
+                    yield batch
+
+        computed = 0
+        for result in self.compute_batches(needed(), fn):
+            checkpoint.write_parquet_atomic(result, pending.pop(0))
+            faults.shard_written()
+            computed += 1
         self.count("batches_computed", computed)
         self.count("batches_cached", reused)
         if not paths:
             return pl.LazyFrame(schema=fn(source.head(0).collect()).schema)
         return pl.scan_parquet(paths)
+
+    def _map_per_row(
+        self, source: pl.LazyFrame, fn: Callable[[pl.DataFrame], pl.DataFrame], key: str, size: int,
+        desc: str | None, *, strict: bool,
+    ) -> pl.LazyFrame:
+        shard_dir = self._shard_dir(key)
+        existing = sorted(shard_dir.glob("*.parquet"))
+        todo = source
+        shards_used = 0
+        if existing:
+            done = pl.scan_parquet(existing, include_file_paths="_shard").select("id", "_shard")
+            todo = source.join(done.select("id"), on="id", how="anti", maintain_order="left")
+            shards_used = int(done.join(source.select("id"), on="id", how="semi").select(
+                pl.col("_shard").n_unique()).collect().item())
+        computed = batches = 0
+        batch_iter = _iter_batches(todo, size, progress=self.progress, desc=desc or self.stage_label)
+        pending: list[pl.DataFrame] = []
+
+        def remember(stream: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+            for batch in stream:
+                pending.append(batch)
+                yield batch
+
+        for result in self.compute_batches(remember(batch_iter), fn):
+            batch = pending.pop(0)
+            if "id" not in result.columns or result.height != batch.height or not (
+                result.get_column("id").sort().equals(batch.get_column("id").sort())
+            ):
+                if strict:
+                    raise RuntimeError(f"{self.stage_label}: map_rows needs one output row per input id")
+                raise _NotOneToOne
+            name = _ids_hash(batch.get_column("id").to_list())
+            checkpoint.write_parquet_atomic(result, shard_dir / f"{name}.parquet")
+            faults.shard_written()
+            computed += batch.height
+            batches += 1
+        total = int(source.select(pl.len()).collect().item())
+        self.count("rows_computed", computed)
+        self.count("rows_cached", total - computed)
+        self.count("batches_computed", batches)
+        self.count("batches_cached", shards_used)
+        shards = sorted(shard_dir.glob("*.parquet"))
+        if not shards:
+            return pl.LazyFrame(schema=fn(source.head(0).collect()).schema)
+        # A legacy cache may hold an id in two shards; the first (in shard-name order) wins, deterministically.
+        results = pl.scan_parquet(shards).unique("id", keep="first", maintain_order=True)
+        return source.select("id").join(results, on="id", how="inner", maintain_order="left")
+
+    def compute_batches(
+        self, batches: Iterable[pl.DataFrame], fn: Callable[[pl.DataFrame], pl.DataFrame]
+    ) -> Iterator[pl.DataFrame]:
+        """``fn`` of each batch, in order.  The one place work happens: the Ray executor
+        (:mod:`curate.distributed`) overrides it to run the same batches on a cluster, so shards, seeds and
+        output stay those of a local run."""
+        for batch in batches:
+            yield fn(batch)
 
     def map_rows(
         self,
@@ -229,39 +341,26 @@ class Context:
         else is a bug in the stage and raises.  Returns the results in input order.
         """
         size = batch_size or self.batch_size
-        shard_dir = self._shard_dir(key)
         source = lf.select(columns) if columns is not None else lf
-        existing = sorted(shard_dir.glob("*.parquet"))
-        todo = source
-        if existing:
-            done = pl.scan_parquet(existing).select("id")
-            todo = source.join(done, on="id", how="anti", maintain_order="left")
-        computed = batches = 0
-        for batch in _iter_batches(todo, size, progress=self.progress, desc=desc or self.stage_label):
-            result = fn(batch)
-            if "id" not in result.columns or result.height != batch.height or not (
-                result.get_column("id").sort().equals(batch.get_column("id").sort())
-            ):
-                raise RuntimeError(f"{self.stage_label}: map_rows needs one output row per input id")
-            batch_hash = xxhash.xxh3_128_hexdigest("\n".join(batch.get_column("id").to_list()).encode())
-            checkpoint.write_parquet_atomic(result, shard_dir / f"{batch_hash}.parquet")
-            faults.shard_written()
-            computed += batch.height
-            batches += 1
-        self.count("rows_computed", computed)
-        self.count("batches_computed", batches)
-        shards = sorted(shard_dir.glob("*.parquet"))
-        if not shards:
-            return pl.LazyFrame(schema=fn(source.head(0).collect()).schema)
-        total = int(source.select(pl.len()).collect().item())
-        self.count("rows_cached", total - computed)
-        return source.select("id").join(pl.scan_parquet(shards), on="id", how="inner", maintain_order="left")
+        return self._map_per_row(source, fn, key, size, desc, strict=True)
 
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
 
+
+
+class _NotOneToOne(Exception):
+    """``fn`` of :meth:`Context.map_batches` changed the row set: fall back to whole-batch shards."""
+
+
+def _ids_hash(ids: list[str]) -> str:
+    return xxhash.xxh3_128_hexdigest("\n".join(ids).encode())
+
+
+def _ids_unique(lf: pl.LazyFrame) -> bool:
+    return bool(lf.select(pl.col("id").n_unique() == pl.len()).collect().item())
 
 def _iter_batches(lf: pl.LazyFrame, size: int, *, progress: bool, desc: str) -> Iterator[pl.DataFrame]:
     """Fixed-size, deterministic batches of ``lf`` (the same input always yields the same batches)."""
@@ -304,18 +403,56 @@ class Pipeline:
     def __call__(self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None) -> pl.LazyFrame:
         return self.run(lf, ctx)
 
-    def run(self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None) -> pl.LazyFrame:
+    def run(
+        self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None, *, progress: bool = False
+    ) -> pl.LazyFrame:
+        """Apply the stages in order.  ``progress=True`` shows a bar over the stages (tqdm.auto: a widget in
+        Jupyter, text in a terminal) and turns on the batch bars of model and signature stages."""
         ctx = ctx if ctx is not None else Context.ephemeral()
+        if progress:
+            ctx.progress = True
         out = lf.lazy() if isinstance(lf, pl.DataFrame) else lf
-        for index, stage in enumerate(self.stages, start=1):
-            ctx.stage_label = f"{index:02d}-{stage.name}"
-            out = stage(out, ctx)
+        bar = _stage_bar(len(self.stages)) if progress else None
+        try:
+            for index, stage in enumerate(self.stages, start=1):
+                ctx.stage_label = f"{index:02d}-{stage.name}"
+                if bar is not None:
+                    bar.set_description(ctx.stage_label)
+                out = stage(out, ctx)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
         ctx.stage_label = "stage"
         return out
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(s) for s in self.stages)
         return f"Pipeline([\n  {inner}\n])"
+
+    def _repr_html_(self) -> str:
+        """A notebook cell shows one row per stage with the parameters that differ from its defaults."""
+        rows = "".join(
+            f"<tr><td>{i:02d}</td><td><b>{html.escape(s.name)}</b></td><td>{s.kind}</td><td>"
+            + (", ".join(f"<code>{html.escape(k)}={html.escape(repr(v))}</code>"
+                         for k, v in s.changed_params().items()) or "<i>defaults</i>")
+            + "</td></tr>"
+            for i, s in enumerate(self.stages, start=1)
+        )
+        return (f"<div><b>Pipeline</b> of {len(self.stages)} stage(s)<table><tr><th>#</th><th>stage</th>"
+                f"<th>kind</th><th>parameters (non-default)</th></tr>{rows}</table></div>")
+
+
+def _stage_bar(total: int) -> Any:
+    """A tqdm.auto bar (a widget in Jupyter), or a plain text one when ipywidgets is missing."""
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm.auto warns when ipywidgets is missing, then falls back
+        return tqdm(total=total, unit="stage", leave=True)
 
 
 def remove_tree(path: Path) -> None:

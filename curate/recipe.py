@@ -11,6 +11,7 @@ Paths inside a recipe are relative to the recipe file, so a recipe runs the same
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import json
 import re
@@ -67,6 +68,10 @@ class Recipe(BaseModel):
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
     stages: list[dict[str, Any]] = Field(default_factory=list)
     export: list[ExportSpec] = Field(default_factory=list)
+    #: Scheduled refresh (``curate run --incremental`` does the same): re-runs reuse every model result
+    #: by row content, the manifest records the run it refreshed, and stage outputs of earlier inputs are
+    #: pruned after publishing (the content caches stay).  A ``--fresh`` run cannot be a refresh.
+    refresh: bool = False
 
     # Not part of the YAML: where relative paths resolve from, and the built stage objects.
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -117,10 +122,33 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_RecipeLoader)
 
 
-def _format_pydantic(error: pydantic.ValidationError, prefix: str) -> list[str]:
+#: The models behind each place in a recipe, for suggesting the key a typo meant (``inputs`` -> ``input``).
+_SECTIONS: dict[str, type[BaseModel]] = {"input": InputSpec, "output": OutputSpec, "export": ExportSpec}
+
+
+def _recipe_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a recipe accepts at ``loc`` (the location of an unknown key)."""
+    model: type[BaseModel] = Recipe if len(loc) <= 1 else _SECTIONS.get(str(loc[0]), Recipe)
+    return [name for name, f in model.model_fields.items() if not f.exclude]
+
+
+def unknown_key_hint(key: str, known: list[str]) -> str:
+    """``"; did you mean 'x'?"`` for the nearest known key, or the list of known keys."""
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"; did you mean '{near[0]}'?" if near else f" (known: {', '.join(sorted(known))})"
+
+
+def _format_pydantic(
+    error: pydantic.ValidationError, prefix: str, keys_at: Any = _recipe_keys
+) -> list[str]:
+    """One line per mistake with its path in the recipe; unknown keys name the nearest known one."""
     lines = []
     for item in error.errors():
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument") and item["loc"]:
+            key = str(item["loc"][-1])
+            lines.append(f"{prefix}{loc}: unknown key '{key}'{unknown_key_hint(key, keys_at(item['loc']))}")
+            continue
         got = item.get("input")
         shown = ""
         if not isinstance(got, (dict, list)) and got is not None and repr(got) not in item["msg"]:
@@ -142,7 +170,10 @@ def build_stage(name: str, params: Any, where: str) -> Stage:
     try:
         return STAGES[name](**params)
     except pydantic.ValidationError as exc:
-        raise RecipeError("; ".join(_format_pydantic(exc, f"{where}.{name}"))) from None
+        params_known = [f.name for f in dataclasses.fields(STAGES[name])]
+        raise RecipeError(
+            "; ".join(_format_pydantic(exc, f"{where}.{name}", keys_at=lambda _loc: params_known))
+        ) from None
     except TypeError as exc:
         raise RecipeError(f"{where}.{name}: {exc}") from None
 
@@ -231,10 +262,21 @@ def parse_recipe(data: Any, *, base_dir: Path = Path("."), origin: str = "<recip
     return recipe
 
 
+def _nearby_recipes_hint(path: Path) -> str:
+    """Suggest the nearest recipe file in the folder the user pointed at, or the starter command."""
+    folders = [path.parent if path.parent.is_dir() else Path("."), Path("recipes")]
+    found = {str(f / p.name): p.stem for f in folders if f.is_dir() for p in f.glob("*.y*ml")}
+    by_stem = {stem: full for full, stem in found.items()}
+    near = difflib.get_close_matches(path.stem, list(by_stem), n=1, cutoff=0.5)
+    if near:
+        return f"; did you mean {by_stem[near[0]]}?"
+    return "; write a starter one with: curate init magpie-dpo (or select-sft, translate, audit)"
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"{path}: no such recipe file")
+        raise RecipeError(f"{path}: no such recipe file{_nearby_recipes_hint(path)}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import xxhash
 
-from curate.errors import ModelError, RecipeError
+from curate.errors import MODEL_PATH_HINTS, ModelError, RecipeError
 from curate.offline import offline_hub
 
 #: The spec a stage falls back to when the ``embed`` handle is not defined (notebook use).
@@ -132,7 +132,9 @@ def load_encoder(spec: dict[str, Any], base_dir: Path = Path(".")) -> Encoder:
     if not path.is_absolute():
         path = (base_dir / path).resolve()
     if not path.is_dir():
-        raise ModelError(f"{path}: embedding model folder not found (models: path {raw_path!r})")
+        raise ModelError(
+            f"{path}: embedding model folder not found (models: path {raw_path!r}): {MODEL_PATH_HINTS['embed']}"
+        )
     dtype = spec.get("dtype", "float32")
     if dtype not in ("float32", "float16"):
         raise RecipeError(f"embedding model dtype must be float32 or float16, got {dtype!r}")

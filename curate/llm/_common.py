@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from curate.errors import ModelError
+from curate.errors import MODEL_PATH_HINTS, ModelError
 from curate.llm.base import Conversation, Generation, Sampling
 from curate.offline import offline_hub  # noqa: F401 - re-exported for the backends
 
@@ -53,10 +53,10 @@ def resolve_model_path(
         p = (Path(base_dir) / p).resolve()
     if p.suffix == ".gguf":
         if not p.is_file():
-            raise ModelError(f"model file not found: {p}")
+            raise ModelError(f"model file not found: {p}: {MODEL_PATH_HINTS['llm']}")
         return p.parent, p.name
     if not p.is_dir():
-        raise ModelError(f"model folder not found: {p} (a local folder or .gguf file; curate never downloads)")
+        raise ModelError(f"model folder not found: {p} (curate never downloads): {MODEL_PATH_HINTS['llm']}")
     if gguf_file is not None and not (p / gguf_file).is_file():
         raise ModelError(f"gguf_file {gguf_file!r} not found in {p}")
     return p, gguf_file

@@ -39,7 +39,7 @@ from typing import Any
 
 import xxhash
 
-from curate.errors import ModelError, RecipeError
+from curate.errors import MODEL_PATH_HINTS, ModelError, RecipeError
 
 Message = dict[str, str]
 
@@ -78,7 +78,9 @@ def resolve_path(spec: dict[str, Any], base_dir: Path = Path(".")) -> Path:
     if not path.is_absolute():
         path = (Path(base_dir) / path).resolve()
     if not path.is_dir():
-        raise ModelError(f"{path}: reward model folder not found (curate never downloads)")
+        raise ModelError(
+            f"{path}: reward model folder not found (curate never downloads): {MODEL_PATH_HINTS['reward']}"
+        )
     return path
 
 
