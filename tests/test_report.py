@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
+import browser  # tests/browser.py
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -18,8 +16,8 @@ from curate.report import write_report
 from curate.runner import run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("funnel", "lengths", "scores", "margins", "languages", "dedup", "audit", "manifest")
-CHROMIUM = Path("/usr/bin/chromium")
+SECTIONS = ("funnel", "lengths", "scores", "margins", "languages", "dedup", "audit", "embeddings", "models",
+            "manifest", "recipe")
 
 
 def _check_self_contained(html: str) -> None:
@@ -116,36 +114,15 @@ def test_report_without_cache_scores_lang_audit_and_escaping(tmp_path: Path) -> 
     assert f"kept {kept}" in html
 
 
-def _find_chromium() -> str | None:
-    """Debian's /usr/bin/chromium, else whatever ``chromium`` is on PATH."""
-    return str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
-
-
-def _chromium(args: list[str], url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,4000"]
-    return subprocess.run([str(_find_chromium()), *flags, *args, url], capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.browser
 def test_report_renders_in_chromium(runs: dict[str, Path], tmp_path: Path) -> None:
     """Headless chromium renders the page to a non-blank PNG, with every section in the DOM and no JS errors."""
-    if _find_chromium() is None:
-        message = "chromium not installed (apt-get install -y chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}: CI must install it")
-        pytest.skip(message)
-    url = (runs["preference_clean"] / "report.html").resolve().as_uri()
+    page = runs["preference_clean"] / "report.html"
     png = tmp_path / "report.png"
-    shot = _chromium([f"--screenshot={png}", "--enable-logging=stderr", "--v=0"], url, tmp_path)
+    shot = browser.screenshot(page, png, tmp_path / "profile")
     assert png.is_file() and png.stat().st_size > 20_000, shot.stderr[-2000:]
     assert "Uncaught" not in shot.stdout + shot.stderr
-    from PIL import Image  # matplotlib depends on pillow
-
-    with Image.open(png) as image:
-        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
-    assert colours is not None and len(colours) > 50  # text, tables and plots, not a blank page
-    dom = _chromium(["--dump-dom"], url, tmp_path).stdout
+    assert browser.distinct_colours(png) > 50  # text, tables and plots, not a blank page
+    page_dom = browser.dom(page, tmp_path / "profile")
     for sid in SECTIONS:
-        assert f'id="{sid}"' in dom, sid
+        assert f'id="{sid}"' in page_dom, sid

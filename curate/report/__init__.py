@@ -34,7 +34,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         sections.languages(data),
         sections.dedup(run_dir, manifest, data),
         sections.audit(run_dir),
+        sections.embedding_map(run_dir, manifest, data),
+        sections.models(manifest),
         sections.summary(manifest),
+        sections.recipe(manifest),
     ]
     name = (manifest.get("recipe") or {}).get("name", run_dir.name)
     subtitle = f"{run_dir} · finished {manifest.get('finished_at', '?')}"

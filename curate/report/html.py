@@ -21,6 +21,7 @@ th{background:#eef2f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:.6em;margin:.6em 0}
 .pair div{border:1px solid #ddd;background:#fafafa;padding:.4em;white-space:pre-wrap;font-size:.82em;
 overflow-wrap:anywhere}.pair b{display:block;margin-bottom:.3em}nav a{margin-right:.8em}
+pre{background:#f6f8fa;border:1px solid #ddd;padding:.6em;font-size:.82em;overflow-x:auto}
 """
 
 

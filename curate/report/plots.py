@@ -75,3 +75,34 @@ def bar_counts(labels: Sequence[str], counts: Sequence[int], title: str) -> str:
     ax.invert_yaxis()
     ax.set_title(title, fontsize=10)
     return _to_img(fig, title)
+
+
+def scatter_groups(points: np.ndarray, groups: Sequence[str], title: str) -> str:
+    """A 2-D scatter with one colour per group (kept vs removed, or source), largest group drawn first."""
+    fig = Figure(figsize=(6.0, 4.5))
+    ax = fig.subplots()
+    labels = np.asarray(groups)
+    names, counts = np.unique(labels, return_counts=True)
+    for (name, count), color in zip(sorted(zip(names, counts, strict=True), key=lambda t: -t[1]),
+                                    _COLORS * 4, strict=False):
+        mask = labels == name
+        ax.scatter(points[mask, 0], points[mask, 1], s=16, alpha=0.6, color=color, label=f"{name} ({count})",
+                   linewidths=0)
+    ax.legend(fontsize=8, markerscale=2)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    return _to_img(fig, title)
+
+
+def bar_values(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str) -> str:
+    """Horizontal bars of one number per label (seconds per stage)."""
+    fig = Figure(figsize=(6.0, max(1.8, 0.3 * len(labels) + 0.8)))
+    ax = fig.subplots()
+    y = np.arange(len(labels))
+    ax.barh(y, values, color=_COLORS[0])
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    return _to_img(fig, title)

@@ -12,12 +12,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from curate.errors import InputDataError
 from curate.report import plots
 from curate.report.html import esc, none, pair, table
-from curate.schema import detect_table, prompt_text, response_texts
+from curate.schema import detect_table, hash_expr, prompt_text, response_texts, text_for
 
 Section = tuple[str, str, str]
 _ID = re.compile(r"\b[0-9a-f]{32}\b")
@@ -247,3 +248,90 @@ def summary(manifest: dict[str, Any]) -> Section:
         [i.get("path"), i.get("adapter"), i.get("xxh3")] for i in manifest.get("inputs", [])])
     body += "<h3>Versions</h3>" + table(["package", "version"], sorted(manifest.get("versions", {}).items()))
     return "manifest", "Manifest summary", body
+
+
+_MAP_ROWS = 5000
+
+
+def _pca_2d(vectors: np.ndarray) -> np.ndarray:
+    """The first two principal components (numpy SVD: no extra dependency, deterministic up to sign)."""
+    centred = vectors - vectors.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def embedding_map(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | None) -> Section:
+    """Prompts on the first two principal components of the run's own cached embeddings, coloured by whether
+    the pipeline kept them (or by source when it kept all).  No model is loaded: the vectors are the ones an
+    embedding stage (embed_dedup, audit, deita_select, subsample) already stored in the run's cache."""
+    title = "Embedding map"
+    folders = [f for f in (run_dir / "cache" / "embeddings").glob("*") if f.is_dir() and any(f.glob("*.parquet"))]
+    if not folders:
+        return "embeddings", title, none("No embedding stage ran, so there are no cached vectors to map.")
+    stages = manifest.get("stages", [])
+    before = None
+    if stages and stages[0].get("cache_dir"):
+        before = _read(run_dir / "cache" / "stages" / stages[0]["cache_dir"] / "data.parquet")
+    rows = before if before is not None else data
+    if rows is None or "id" not in rows.columns:
+        return "embeddings", title, none("Neither the read stage's cache nor the output holds rows to map.")
+    try:
+        table_name = detect_table(rows.collect_schema())
+    except InputDataError:
+        return "embeddings", title, none("The rows are not a canonical table.")
+    source = pl.col("source") if "source" in rows.columns else pl.lit("").alias("source")
+    candidates = []  # the stage may have embedded prompts, responses or whole rows: map what it embedded
+    for on in ("prompt", "full", "response"):
+        hashed = rows.head(_MAP_ROWS).select("id", source, hash_expr(text_for(table_name, on).fill_null("")).alias("h"))
+        for folder in folders:
+            vectors = (pl.scan_parquet(folder / "*.parquet").join(hashed.lazy().select("h"), on="h", how="semi")
+                       .unique("h").collect())
+            candidates.append((vectors.height, on, folder, hashed, vectors))
+    hits, on, folder, hashed, vectors_found = max(candidates, key=lambda t: t[0])
+    found = hashed.join(vectors_found, on="h", how="inner", maintain_order="left")
+    if hits < 3:
+        return "embeddings", title, none("The cached vectors are of texts no longer in the run: nothing to map.")
+    vectors = np.asarray(found["v"].to_list(), dtype=np.float32)
+    kept_ids = set(data["id"].to_list()) if data is not None and "id" in data.columns else set()
+    groups = ["kept" if i in kept_ids else "set aside" for i in found["id"].to_list()]
+    colour_by = "selection"
+    if len(set(groups)) == 1 and found["source"].n_unique() > 1:
+        groups, colour_by = [str(s) for s in found["source"].to_list()], "source"
+    what = {"prompt": "prompts", "full": "rows", "response": "responses"}[on]
+    body = plots.scatter_groups(_pca_2d(vectors), groups, f"{what} by {colour_by} (PCA of {found.height} vectors)")
+    note = f"{found.height:,} of {hashed.height:,} input {what} have cached vectors ({folder.name[:12]})"
+    return "embeddings", title, f"<p>{esc(note)}; colour: {colour_by}.</p>" + body
+
+
+def models(manifest: dict[str, Any]) -> Section:
+    """Time per stage, and what each model stage did: rows computed vs reused from the cache, tokens, texts."""
+    stages = manifest.get("stages", [])
+    if not stages:
+        return "models", "Models and time", none("The manifest lists no stages.")
+    body = plots.bar_values([s["label"] for s in stages], [float(s.get("seconds") or 0) for s in stages],
+                            "seconds per stage", "seconds")
+    keys = ("model_rows_computed", "model_rows_reused", "rows_computed", "rows_cached", "texts_encoded",
+            "texts_cached")
+    rows = []
+    for s in stages:
+        notes = s.get("notes") or {}
+        tokens = sum(v for k, v in notes.items() if "token" in k and isinstance(v, int | float))
+        if any(k in notes for k in keys) or tokens:
+            rows.append([s["label"], s.get("seconds", ""), *[notes.get(k, "") for k in keys], tokens or ""])
+    recipe_models = (manifest.get("recipe") or {}).get("models") or {}
+    body += table(["stage", "seconds", "model rows computed", "model rows reused", "rows computed", "rows cached",
+                   "texts encoded", "texts cached", "tokens"], rows) if rows else none("No model stage ran.")
+    if recipe_models:
+        body += "<h3>Models</h3>" + table(["handle", "spec"], [[h, json.dumps(s)] for h, s in recipe_models.items()])
+    return "models", "Models and time", body
+
+
+def recipe(manifest: dict[str, Any]) -> Section:
+    """The recipe as it ran (after ``--set`` overrides), so the page alone says how the data was made."""
+    import yaml
+
+    content = manifest.get("recipe") or {}
+    if not content:
+        return "recipe", "Recipe", none("The manifest holds no recipe.")
+    text = yaml.safe_dump(content, sort_keys=False, allow_unicode=True, width=110)
+    return "recipe", "Recipe", f"<pre>{esc(text)}</pre>"

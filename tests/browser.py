@@ -1,0 +1,56 @@
+"""Headless chromium for report tests: find it, screenshot a page, dump its DOM.
+
+Why a helper module: two test files render reports (one run per recipe, and the report's own tests); both
+need the same flags (no sandbox as root, no network, a throwaway profile) and the same CI rule: under
+``CI`` a missing chromium fails the test instead of skipping it (``.ci/run`` installs Debian's package).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def find_chromium() -> str | None:
+    """Debian's /usr/bin/chromium, else whatever ``chromium`` is on PATH."""
+    return str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
+
+
+def require_chromium() -> str:
+    found = find_chromium()
+    if found is None:
+        message = "chromium not installed (apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: CI must install it")
+        pytest.skip(message)
+    return found
+
+
+def chromium(args: list[str], url: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--window-size=1280,4000"]
+    return subprocess.run([require_chromium(), *flags, *args, url], capture_output=True, text=True, timeout=120)
+
+
+def screenshot(html_file: Path, png: Path, profile: Path) -> subprocess.CompletedProcess[str]:
+    """Render ``html_file`` to ``png``; the returned process holds chromium's log (JS errors show there)."""
+    return chromium([f"--screenshot={png}", "--enable-logging=stderr", "--v=0"], html_file.resolve().as_uri(), profile)
+
+
+def distinct_colours(png: Path) -> int:
+    from PIL import Image  # matplotlib depends on pillow
+
+    with Image.open(png) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    return len(colours or [])
+
+
+def dom(html_file: Path, profile: Path) -> str:
+    return chromium(["--dump-dom"], html_file.resolve().as_uri(), profile).stdout
