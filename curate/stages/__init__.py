@@ -18,11 +18,12 @@ from curate.stages.respond import Respond
 from curate.stages.reward_augment import RewardAugment
 from curate.stages.reward_score import RewardScore
 from curate.stages.subsample import Subsample
+from curate.stages.translate import Translate
 
 STAGES: dict[str, type[Stage]] = {
     cls.name: cls
     for cls in (Filter, ExactDedup, MinHashDedup, EmbedDedup, Audit, DeitaSelect, Magpie, Respond, Judge, Pairs,
-                RewardScore, CombineScores, RewardAugment, DeitaScore, Subsample)
+                RewardScore, CombineScores, RewardAugment, DeitaScore, Subsample, Translate)
 }
 
 __all__ = ["STAGES", "ExactDedup", "Filter", "MinHashDedup", "Stage"]

@@ -1,0 +1,253 @@
+"""Segmentation for selective translation: protected spans, markers, exact reassembly (property tests too)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from curate.text.segment import MARKER_RX, fill, marker_problems, mask, protected_spans, segment, unmask
+
+
+def kinds(text: str) -> list[tuple[str, str]]:
+    return [(s.kind, s.text) for s in protected_spans(text)]
+
+
+def roundtrip(text: str) -> None:
+    assert "".join(s.text for s in segment(text)) == text
+    m = mask(text)
+    assert unmask(m, m.units) == text
+
+
+# -- fences ---------------------------------------------------------------------------------------------------
+def test_nested_fence_is_one_block() -> None:
+    text = "Write this file:\n\n````markdown\n# Title\n```python\nprint('x')\n```\n````\n\nThen run it."
+    assert kinds(text) == [("code_block", "````markdown\n# Title\n```python\nprint('x')\n```\n````")]
+    m = mask(text)
+    assert m.units == ("Write this file:", "Then run it.")
+    roundtrip(text)
+
+
+def test_tilde_fence_and_info_string_and_indentation() -> None:
+    text = "Steps:\n  ~~~~ {.sh data-x=1}\n  echo $HOME `date`\n  ~~~~\nDone."
+    assert kinds(text) == [("code_block", "~~~~ {.sh data-x=1}\n  echo $HOME `date`\n  ~~~~")]
+    roundtrip(text)
+
+
+def test_backtick_fence_needs_a_closing_run_at_least_as_long() -> None:
+    text = "A:\n`````\n````\nstill code\n`````\nB."
+    assert kinds(text)[0][1] == "`````\n````\nstill code\n`````"
+
+
+def test_unclosed_fence_runs_to_the_end() -> None:
+    text = "Look:\n```js\nlet a = 1;\nNo closing fence here."
+    assert kinds(text) == [("code_block", "```js\nlet a = 1;\nNo closing fence here.")]
+    assert mask(text).units == ("Look:",)
+
+
+# -- math -----------------------------------------------------------------------------------------------------
+def test_math_delimiters() -> None:
+    text = r"Since $x^2 \ge 0$, and \(a+b\) with $$\sum_i i$$ and \[ y = mx \] we win."
+    assert [k for k, _ in kinds(text)] == ["math"] * 4
+    assert mask(text).units == ("Since ⟦0⟧, and ⟦1⟧ with ⟦2⟧ and ⟦3⟧ we win.",)
+
+
+@pytest.mark.parametrize("text", [
+    "It costs $5 and $10 in total.", "Between $5-$10 per hour.", "Pay $5/$10 a month", "Only $ 3 $ left",
+    "US$12 and $3.50 each",
+])
+def test_currency_is_not_math(text: str) -> None:
+    assert kinds(text) == []
+
+
+@pytest.mark.parametrize("text", [
+    "Unbalanced $x + 1 here", r"Open \( never closed", r"Open \[ never closed", "Two $$ and nothing",
+    "A lone ` backtick", "Text ``` then no fence", "{unclosed placeholder", r"\) then \(",
+])
+def test_unbalanced_delimiters_are_prose(text: str) -> None:
+    assert kinds(text) == []
+    assert mask(text).units == (text,)
+    roundtrip(text)
+
+
+def test_display_math_on_its_own_lines_is_a_block_never_sent() -> None:
+    text = "The identity:\n$$\ne^{i\\pi} + 1 = 0\n$$\nis famous."
+    m = mask(text)
+    assert m.units == ("The identity:", "is famous.") and m.spans[0].block
+    roundtrip(text)
+
+
+# -- JSON / YAML ------------------------------------------------------------------------------------------------
+def test_json_inside_prose_is_one_inline_span() -> None:
+    text = 'Send {"name": "Ann", "tags": ["a", "b"], "url": "https://x.io"} to the API, then [1, 2, 3].'
+    assert kinds(text) == [("json", '{"name": "Ann", "tags": ["a", "b"], "url": "https://x.io"}'),
+                           ("json", "[1, 2, 3]")]
+    assert mask(text).units == ("Send ⟦0⟧ to the API, then ⟦1⟧.",)
+
+
+def test_whole_message_json_is_not_sent() -> None:
+    payload = json.dumps({"a": [1, {"b": "some prose in a string"}]}, indent=2)
+    text = f"\n{payload}\n"
+    m = mask(text)
+    assert m.units == () and kinds(text) == [("json", payload)]
+    roundtrip(text)
+
+
+def test_not_json_stays_prose() -> None:
+    assert kinds("see [the docs] and {not json here}") == []
+
+
+def test_yaml_block_with_code_like_keys_but_not_prose_labels() -> None:
+    text = "Use this config:\nmodel: gpt\nmax_tokens: 5\nstop:\n  - end\n\nInput: a sentence\nOutput: another one"
+    assert kinds(text) == [("yaml", "model: gpt\nmax_tokens: 5\nstop:\n  - end")]
+    assert mask(text).units == ("Use this config:", "Input: a sentence\nOutput: another one")
+
+
+# -- inline kinds -------------------------------------------------------------------------------------------------
+def test_urls_emails_placeholders_tags() -> None:
+    text = ("See https://en.wikipedia.org/wiki/Foo_(bar). Write to ann.lee@example.co.uk, hi {name} and {{ user }}, "
+            "%s, %(count)d, <<2*3=6>>, <b>bold</b>, &amp; and <!-- note -->; use `x[0]` or <code>a < b</code>.")
+    got = kinds(text)
+    assert ("url", "https://en.wikipedia.org/wiki/Foo_(bar)") in got
+    assert ("email", "ann.lee@example.co.uk") in got
+    for placeholder in ("{name}", "{{ user }}", "%s", "%(count)d", "<<2*3=6>>"):
+        assert ("placeholder", placeholder) in got
+    for tag in ("<b>", "</b>", "&amp;", "<!-- note -->"):
+        assert ("tag", tag) in got
+    assert ("inline_code", "`x[0]`") in got and ("code", "<code>a < b</code>") in got
+    roundtrip(text)
+
+
+def test_percent_in_prose_is_not_a_placeholder() -> None:
+    assert kinds("I am 100% sure, 50%s are rare") == []
+
+
+def test_bare_code_answers_are_protected() -> None:
+    code = "def add(a, b):\n    return a + b\n\nprint(add(1, 2))"
+    assert kinds(f"Here it is:\n{code}\nIt prints 3.") == [("code", code)]
+    assert kinds("SELECT name FROM users WHERE age > 30;") == [("code", "SELECT name FROM users WHERE age > 30;")]
+    assert kinds("Return the sum of two numbers.") == []
+
+
+def test_text_that_looks_like_a_marker_is_protected() -> None:
+    text = "The symbol ⟦0⟧ means a marker."
+    m = mask(text)
+    assert m.units == ("The symbol ⟦0⟧ means a marker.",) and m.unit_spans == (("⟦0⟧",),)
+    assert unmask(m, ["Le symbole ⟦0⟧ signifie un marqueur."]) == "Le symbole ⟦0⟧ signifie un marqueur."
+
+
+# -- masking, reassembly, marker checks ------------------------------------------------------------------------------
+@pytest.mark.parametrize("text", ["", " ", "\n\n", "```\n```", "$x$", "   `code`  \n"])
+def test_empty_and_prose_free_messages_send_nothing(text: str) -> None:
+    m = mask(text)
+    assert m.units == ()
+    roundtrip(text)
+
+
+def test_whitespace_around_units_is_kept_aside() -> None:
+    m = mask("  Hello `x` world \n")
+    assert m.units == ("Hello ⟦0⟧ world",)
+    assert unmask(m, ["שלום ⟦0⟧ עולם"]) == "  שלום `x` עולם \n"
+
+
+def test_right_to_left_translation_with_bidi_marks_inside_markers() -> None:
+    m = mask("Call `f()` then open https://a.io now.")
+    arabic = "اتصل ⟦\u200f0⟧ ثم افتح ⟦ 1 ⟧ الآن."
+    assert marker_problems(arabic, 2) == []
+    assert unmask(m, [arabic]) == "اتصل `f()` ثم افتح https://a.io الآن."
+
+
+def test_marker_problems() -> None:
+    assert marker_problems("a ⟦0⟧ b ⟦1⟧", 2) == []
+    assert marker_problems("a ⟦0⟧", 2) == [("marker lost", "⟦1⟧ missing")]
+    assert marker_problems("⟦0⟧ ⟦0⟧ ⟦1⟧", 2) == [("marker duplicated", "⟦0⟧ appears 2 times")]
+    assert marker_problems("⟦0⟧ ⟦7⟧", 1) == [("unknown marker", "⟦7⟧ was not in the source")]
+    assert fill("x ⟦0⟧ ⟦3⟧", ["`a`"]) == "x `a` ⟦3⟧"
+
+
+def test_unmask_needs_one_translation_per_unit() -> None:
+    with pytest.raises(ValueError):
+        unmask(mask("Hello.\n```\nx\n```\nBye."), ["Hallo."])
+
+
+# -- properties -------------------------------------------------------------------------------------------------------
+PROSE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,!?\n")
+WORDS = st.sampled_from(["the", "cat", "sat", "on", "a", "mat", "Paris", "quickly", "blue", "sky", "and", "is"])
+PROSE = st.builds(lambda ws, end: " ".join(ws) + end, st.lists(WORDS, min_size=1, max_size=8),
+                  st.sampled_from(["", ".", ",", "!", "?"]))
+CODE_LINE = st.text(alphabet="abcx =$`{}()[]:;'\"\\#<>%@~", max_size=20).map(lambda s: "x" + s)
+
+
+@st.composite
+def fences(draw: st.DrawFn) -> str:
+    char = draw(st.sampled_from("`~"))
+    n = draw(st.integers(3, 5))
+    info = draw(st.sampled_from(["", "python", " js", "{.x}", "md title"]))
+    body = draw(st.lists(CODE_LINE, max_size=4))
+    if n > 3:  # a nested, shorter fence inside
+        body = [*body[:1], char * 3 + "inner", *body[1:], char * 3]
+    return "\n".join([char * n + info, *body, char * n])
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-99, 99) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+).filter(lambda v: isinstance(v, (dict, list)))
+MATH = st.from_regex(r"[a-z0-9+^=]{1,6}", fullmatch=True)
+INLINE = st.one_of(
+    MATH.map(lambda s: f"${s}$"), MATH.map(lambda s: f"\\({s}\\)"), MATH.map(lambda s: f"$${s}$$"),
+    MATH.map(lambda s: f"\\[{s}\\]"), st.from_regex(r"[a-z_.()]{1,8}", fullmatch=True).map(lambda s: f"`{s}`"),
+    JSON_VALUES.map(json.dumps),
+)
+BLOCK = st.one_of(fences(), JSON_VALUES.map(lambda v: json.dumps(v, indent=2)))
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> tuple[str, list[str]]:
+    parts, protected = [], []
+    for _ in range(draw(st.integers(1, 8))):
+        choice = draw(st.integers(0, 3))
+        if choice == 0:
+            piece = draw(BLOCK)
+            parts.append("\n" + piece + "\n")
+            protected.append(piece)
+        elif choice == 1:
+            piece = draw(INLINE)
+            parts.append(" " + piece + " ")
+            protected.append(piece)
+        else:
+            parts.append(draw(PROSE) + draw(st.sampled_from([" ", "\n", "\n\n"])))
+    return "".join(parts), protected
+
+
+@settings(max_examples=300, deadline=None)
+@given(documents())
+def test_identity_roundtrip_and_nothing_protected_is_sent(doc: tuple[str, list[str]]) -> None:
+    text, protected = doc
+    roundtrip(text)
+    m = mask(text)
+    for unit, spans in zip(m.units, m.unit_spans, strict=True):
+        assert set(MARKER_RX.sub("", unit)) <= PROSE_CHARS, unit  # only prose characters are ever sent
+        assert len(MARKER_RX.findall(unit)) == len(spans)
+    sent = "\n".join(m.units)
+    for piece in protected:
+        assert piece not in sent
+        assert any(piece in s.text for s in m.spans), piece
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
+def test_any_text_roundtrips_byte_for_byte(text: str) -> None:
+    roundtrip(text)
+    m = mask(text)
+    assert unmask(m, list(m.units)).encode() == text.encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["$", "$$", "\\(", "\\)", "\\[", "\\]", "`", "```", "{", "}", "[", "]", "<", ">",
+                                 "%", "s", " ", "\n", "a", "5", "⟦", "⟧", "0", "~~~", ":", "-", '"']), max_size=40))
+def test_delimiter_soup_never_crashes(tokens: list[str]) -> None:
+    roundtrip("".join(tokens))
