@@ -405,6 +405,74 @@ def init(
     _guard(debug, action)
 
 
+@app.command(epilog=_examples(
+    "curate train recipes/train_validate.yaml",
+    "curate train --data runs/preference_clean --max-steps 50 --out runs/train_demo",
+    "curate train cfg.yaml --compare curated.parquet random_subset.parquet --set beta=0.2",
+))
+def train(
+    config: Path | None = typer.Argument(None, help="Train settings YAML, or a recipe with a train: section."),
+    data: list[Path] = typer.Option([], "--data", "-d", help="Preference Parquet / run dir to train on (repeatable)."),
+    eval_data: list[Path] = typer.Option([], "--eval-data", help="Held-out preference Parquet (repeatable)."),
+    compare: tuple[Path, Path] | None = typer.Option(
+        None, "--compare", help="Train on CURATED and on BASELINE with the same settings; print one table."),
+    model: str | None = typer.Option(None, "--model", "-m", help="default | model folder | .gguf file."),
+    loss: str | None = typer.Option(None, "--loss", help="sigmoid (DPO) | ipo | hinge."),
+    beta: float | None = typer.Option(None, "--beta", help="DPO beta."),
+    learning_rate: float | None = typer.Option(None, "--lr", help="Learning rate (default 2e-4 LoRA, 5e-6 full)."),
+    epochs: float | None = typer.Option(None, "--epochs", help="Epochs (when --max-steps is not given)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per step."),
+    max_length: int | None = typer.Option(None, "--max-length", help="Max tokens of prompt + response."),
+    max_prompt_length: int | None = typer.Option(
+        None, "--max-prompt-length", help="Max prompt tokens (keeps its end)."),
+    lora: bool | None = typer.Option(None, "--lora/--no-lora", help="Train a LoRA adapter (default) or all weights."),
+    lora_rank: int | None = typer.Option(None, "--lora-rank", help="LoRA rank."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of shuffling, splits and the random baseline."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    out_dir: Path | None = typer.Option(None, "--out", "-o", help="Output folder (metrics.json, comparison.json)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a train setting: key=value (repeatable)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Train a model with DPO on preference data and report held-out reward accuracy, margin and log-prob drift.
+
+    Validation training (TRL's DPOTrainer; LoRA by default; GPU when present). Reference log-probs are stored
+    beside the data, so a second run skips the reference model. With --compare (or baseline: random in the
+    config) two runs train with the same seed and settings and one comparison table is printed.
+
+    Example: curate train --data runs/preference_clean --eval-data heldout.parquet --max-steps 100
+    """
+    from curate.train import load_train_config, run_train
+    from curate.train.compare import table
+
+    def action() -> None:
+        if not sys.stderr.isatty():
+            os.environ.setdefault("TQDM_DISABLE", "1")  # GGUF de-quantising bars: off in logs and cron jobs
+        extra = {
+            "data": [str(p.resolve()) for p in data] or None,
+            "eval_data": [str(p.resolve()) for p in eval_data] or None,
+            "model": str(Path(model).resolve()) if model and model != "default" else model,
+            "loss": loss, "beta": beta, "learning_rate": learning_rate, "epochs": epochs, "max_steps": max_steps,
+            "batch_size": batch_size, "max_length": max_length, "max_prompt_length": max_prompt_length,
+            "lora": lora, "lora_rank": lora_rank, "seed": seed, "device": device,
+            "output": str(out_dir.resolve()) if out_dir is not None else None,
+        }
+        if compare is not None and not extra["data"]:
+            extra["data"] = [str(compare[0].resolve())]
+        settings = load_train_config(config, overrides, extra)
+        pair = (compare[0].resolve(), compare[1].resolve()) if compare is not None else None
+        outcome = run_train(settings, compare=pair, notify=lambda msg: err.print(msg, highlight=False))
+        # Ten columns: never squeeze them into an 80-column pipe (CI logs, `| tee`), let long lines run on.
+        Console(width=max(out.width, 140)).print(table(outcome.runs))
+        for metrics in outcome.runs:
+            path = outcome.out_dir / ("" if len(outcome.runs) == 1 else metrics["run"]) / "metrics.json"
+            out.print(f"  {metrics['run']}: {path}", highlight=False)
+        if outcome.comparison is not None:
+            out.print(f"  comparison: {outcome.comparison}", highlight=False)
+
+    _guard(debug, action)
+
+
 def main() -> None:
     app()
 

@@ -68,6 +68,8 @@ class Recipe(BaseModel):
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
     stages: list[dict[str, Any]] = Field(default_factory=list)
     export: list[ExportSpec] = Field(default_factory=list)
+    #: Settings of ``curate train`` (validated by ``curate.train.TrainConfig`` when that command runs).
+    train: dict[str, Any] | None = None
     #: Scheduled refresh (``curate run --incremental`` does the same): re-runs reuse every model result
     #: by row content, the manifest records the run it refreshed, and stage outputs of earlier inputs are
     #: pruned after publishing (the content caches stay).  A ``--fresh`` run cannot be a refresh.
@@ -102,6 +104,7 @@ class Recipe(BaseModel):
     def hash(self) -> str:
         payload = self.content()
         payload.get("output", {}).pop("dir", None)
+        payload.pop("train", None)  # training settings do not change the data
         return xxhash.xxh3_64_hexdigest(json.dumps(payload, sort_keys=True).encode())
 
 
