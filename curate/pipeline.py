@@ -283,6 +283,8 @@ class Context:
         computed = batches = 0
         batch_iter = _iter_batches(todo, size, progress=self.progress, desc=desc or self.stage_label)
         pending: list[pl.DataFrame] = []
+        written: list[Path] = []
+        in_order = True
 
         def remember(stream: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
             for batch in stream:
@@ -297,8 +299,9 @@ class Context:
                 if strict:
                     raise RuntimeError(f"{self.stage_label}: map_rows needs one output row per input id")
                 raise _NotOneToOne
-            name = _ids_hash(batch.get_column("id").to_list())
-            checkpoint.write_parquet_atomic(result, shard_dir / f"{name}.parquet")
+            in_order = in_order and result.get_column("id").equals(batch.get_column("id"))
+            written.append(shard_dir / f"{_ids_hash(batch.get_column('id').to_list())}.parquet")
+            checkpoint.write_parquet_atomic(result, written[-1])
             faults.shard_written()
             computed += batch.height
             batches += 1
@@ -307,11 +310,16 @@ class Context:
         self.count("rows_cached", total - computed)
         self.count("batches_computed", batches)
         self.count("batches_cached", shards_used)
+        if not existing and written and in_order:
+            return pl.scan_parquet(written)  # every row computed now, in input order: a plain (streaming) scan
         shards = sorted(shard_dir.glob("*.parquet"))
         if not shards:
             return pl.LazyFrame(schema=fn(source.head(0).collect()).schema)
-        # A legacy cache may hold an id in two shards; the first (in shard-name order) wins, deterministically.
-        results = pl.scan_parquet(shards).unique("id", keep="first", maintain_order=True)
+        results = pl.scan_parquet(shards)
+        if results.select(pl.col("id").is_duplicated().any()).collect().item():
+            # Shards written before results were reused per row may repeat an id: the first (in shard-name
+            # order) wins, deterministically.
+            results = results.unique("id", keep="first", maintain_order=True)
         return source.select("id").join(results, on="id", how="inner", maintain_order="left")
 
     def compute_batches(

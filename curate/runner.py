@@ -110,8 +110,17 @@ class Runner:
         limit: int | None = None,
         progress: bool = False,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        executor: str = "local",
+        address: str | None = None,
+        incremental: bool = False,
     ) -> None:
         self.recipe = recipe
+        #: ``local`` (this process) or ``ray`` (curate.distributed; ``address`` as for ``ray.init``).
+        self.executor = executor
+        self.address = address
+        self.refresh = incremental or recipe.refresh
+        if self.refresh and not resume:
+            raise RecipeError("a refresh (--incremental or refresh: true) reuses the cache; drop --fresh")
         self.run_dir = run_dir
         self.resume = resume
         self.limit = limit
@@ -251,7 +260,8 @@ class Runner:
         internal = [c for c in ("_pos", "_line", "_file", "_error", "_input") if c in names]
         if repeats.height:
             ctx.quarantine(
-                scan.join(repeats.lazy().select("_pos", "_first_line", "_first_source"), on="_pos", how="inner")
+                scan.join(repeats.lazy().select("_pos", "_first_line", "_first_source"), on="_pos", how="inner",
+                          maintain_order="left")
                 .drop(internal),
                 pl.concat_str([pl.lit("identical content to "), pl.col("_first_source").fill_null("input"),
                                pl.lit(" row "), pl.col("_first_line").cast(pl.String), pl.lit(" (same id)")]),
@@ -298,11 +308,19 @@ class Runner:
                     "after a run with on_error: quarantine)"
                 )
             rows = report.rows_out
-            ctx = Context(
+            previous = previous_run(self.run_dir) if self.refresh else None
+            ctx_args = dict(
                 cache_dir=self.run_dir / "cache", seed=self.recipe.seed, batch_size=self.recipe.batch_size,
                 progress=self.progress,
                 models=ModelRegistry(dict(self.recipe.models), self.recipe.base_dir, self.run_dir / "cache" / "models"),
             )
+            if self.executor == "ray":
+                from curate.distributed import RayExecutor
+
+                engine: Any = RayExecutor(self.address)
+                ctx = engine.context(**ctx_args)
+            else:
+                engine, ctx = None, Context(**ctx_args)
             for index, stage in enumerate(self.recipe.stage_objects, start=1):
                 model_keys = "|".join(ctx.models.fingerprint(h) for h in stage.models_used())
                 extra = stage.cache_key_extra(ctx)
@@ -318,15 +336,19 @@ class Runner:
                     ctx.stage_label = label
                     ctx.stats.pop(label, None)
                     source = pl.scan_parquet(chain[-1] / "data.parquet")
-                    out = stage(source, ctx)
+                    out = stage(source, ctx) if engine is None else engine.apply(stage, source, ctx)
                     self._sink(stage_dir, out, ctx.take_quarantine())
                     faults.reached(f"stage:{label}")
                     rows_out = _count(stage_dir / "data.parquet")
+                    notes = dict(ctx.stats.get(label, {}))
+                    if stage.models_used() and "rows_computed" in notes:
+                        # rows a model actually ran on, and rows served from the content-keyed cache
+                        notes["model_rows_computed"] = notes["rows_computed"]
+                        notes["model_rows_reused"] = notes.get("rows_cached", 0)
                     report = StageReport(
                         label=label, name=stage.name, kind=stage.kind, rows_in=rows, rows_out=rows_out,
                         quarantined=_count(stage_dir / "quarantine.parquet"),
-                        seconds=round(time.perf_counter() - t0, 3), cached=False,
-                        notes=dict(ctx.stats.get(label, {})),
+                        seconds=round(time.perf_counter() - t0, 3), cached=False, notes=notes,
                     )
                     checkpoint.write_json_atomic({"report": asdict(report), "params": stage.params()},
                                                  stage_dir / "stats.json")
@@ -335,7 +357,11 @@ class Runner:
                 chain.append(stage_dir)
                 rows = report.rows_out
                 self._emit("stage_done", **asdict(report))
-            result = self._publish(table, chain, reports, inputs, started)
+            if engine is not None:
+                engine.close()
+            result = self._publish(table, chain, reports, inputs, started, previous)
+            if self.refresh:
+                _prune_stage_dirs(self.stage_root, {p.name for p in chain})
         for spec in self.recipe.export:
             from curate.export import export
 
@@ -350,7 +376,7 @@ class Runner:
 
     def _publish(
         self, table: str, chain: list[Path], reports: list[StageReport], inputs: list[dict[str, Any]],
-        started: float,
+        started: float, previous: dict[str, Any] | None = None,
     ) -> RunResult:
         # The last stage decides the table (respond/pairs turn conversations into candidates or pairs).
         table = detect_table(pl.scan_parquet(chain[-1] / "data.parquet").collect_schema())
@@ -393,7 +419,14 @@ class Runner:
             "stages": [asdict(r) for r in reports],
             "output": {"path": f"data/{table}.parquet", "table": table, "rows": rows},
             "quarantined": quarantined,
+            "executor": {"name": self.executor, **({"address": self.address} if self.address else {})},
+            "model_rows": {
+                "computed": sum(r.notes.get("model_rows_computed", 0) for r in reports if not r.cached),
+                "reused": sum(r.notes.get("model_rows_reused", 0) for r in reports if not r.cached),
+            },
         }
+        if self.refresh:
+            manifest["refresh"] = {"previous": previous, "input_rows": reports[0].rows_in}
         checkpoint.write_json_atomic(manifest, self.run_dir / "manifest.json")
         try:  # the HTML report is a view of the outputs: never let it fail a run that produced them
             from curate.report import write_report
@@ -435,6 +468,34 @@ def collect_garbage(run_dir: Path, *, dry_run: bool = False) -> tuple[list[Path]
     return doomed, freed
 
 
+def previous_run(run_dir: Path) -> dict[str, Any] | None:
+    """What a refresh records of the run it replaces: its manifest's hash, time, rows and inputs."""
+    path = run_dir / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return {
+        "manifest_xxh3": file_digest(path),
+        "finished_at": old.get("finished_at"),
+        "rows": old.get("output", {}).get("rows"),
+        "input_rows": (old.get("stages") or [{}])[0].get("rows_in"),
+        "recipe_hash": old.get("recipe_hash"),
+        "inputs": old.get("inputs"),
+    }
+
+
+def _prune_stage_dirs(stage_root: Path, keep: set[str]) -> None:
+    """After a refresh, stage outputs of earlier inputs are dead weight (each is a full copy of a stage's
+    output); the content-keyed shards under ``cache/shards`` are what makes the next refresh cheap and stay."""
+    if stage_root.is_dir():
+        for path in stage_root.iterdir():
+            if path.is_dir() and path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -457,6 +518,9 @@ def run_recipe(
     overrides: list[str] | None = None,
     progress: bool = False,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    incremental: bool = False,
 ) -> RunResult:
     """Run a recipe (a :class:`Recipe` or a YAML path) and return what it produced."""
     from curate.recipe import load_recipe
@@ -464,4 +528,5 @@ def run_recipe(
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides or [])
     run_dir = Path(out) if out is not None else default_run_dir(recipe)
-    return Runner(recipe, run_dir, resume=resume, limit=limit, progress=progress, on_event=on_event).run()
+    return Runner(recipe, run_dir, resume=resume, limit=limit, progress=progress, on_event=on_event,
+                  executor=executor, address=address, incremental=incremental).run()

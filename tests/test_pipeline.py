@@ -39,10 +39,10 @@ def test_map_batches_caches_shards_and_preserves_order(tmp_path: Path) -> None:
     assert ctx2.stats["s"]["batches_computed"] == 0 and ctx2.stats["s"]["batches_cached"] == 5
     assert again.equals(first)
 
-    # A different key (other parameters) computes again; a grown input computes only the new batches.
+    # A grown input computes only its new rows.
     ctx3 = Context(cache_dir=tmp_path, batch_size=7, stage_label="s")
     ctx3.map_batches(conversations(37), work, key="k" * 32).collect()
-    assert calls[5:] == [7, 2]  # rows 28..36: the old last batch changed, the new one is new
+    assert calls[5:] == [7]  # only the 7 new rows (results are reused per row id), in one batch
 
 
 def test_map_batches_on_empty_input(tmp_path: Path) -> None:

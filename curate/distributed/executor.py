@@ -1,0 +1,290 @@
+"""Run a recipe's stages on Ray Data with the local runner's bookkeeping (DESIGN.md section 4).
+
+What runs where, and why the output is identical to the local executor:
+
+- **Batch stages** (respond, judge, magpie, deita_score, reward_score, and MinHash signatures): the stage's
+  own code calls :meth:`Context.map_batches` / :meth:`Context.map_rows`; :class:`RayContext` overrides the
+  one method that does the work, :meth:`Context.compute_batches`.  The driver cuts the same fixed-size
+  batches as a local run (so batch seeds are the same), Ray Data runs ``fn`` over them as ``map_batches``
+  over Arrow blocks, one batch per block, on an actor pool (models load once per actor, through
+  :mod:`curate.distributed.models`; ``num_gpus=1`` per actor when the model's spec asks for CUDA), and the
+  driver writes each result as the same content-keyed shard, in order.  Resume and refresh therefore work
+  exactly as locally.
+- **Row-local expression stages** (``filter``): the stage itself runs on each Arrow block in Ray tasks;
+  the blocks' rows and quarantines come back in order.  Other expression stages (pairs, combine_scores,
+  reward_augment) may look at whole columns and run on the driver, lazily, as locally.
+- **Global stages**: MinHash dedup computes its signatures on Ray (a batch step, above) and groups band
+  keys into connected components on the driver over (id, band-hash) arrays: the same decision code as
+  locally.  exact_dedup, embed_dedup, audit, deita_select and subsample collect their columns on the driver
+  and reuse the local decision code (no distributed form yet: each logs a line saying so).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from curate.distributed.models import ProxyRegistry
+from curate.errors import CurateError
+from curate.pipeline import Context, Stage, _fixed_batches
+
+log = logging.getLogger("curate")
+
+#: Expression stages whose output row depends on that row alone, so each block can run independently.
+ROW_LOCAL_STAGES = frozenset({"filter"})
+#: Global stages whose per-row part (signatures) runs on the cluster; the decision runs on the driver.
+SPLIT_GLOBAL_STAGES = frozenset({"minhash_dedup"})
+#: Rows per Ray Data call of a batch stage: bounds what the driver holds at once; each call starts its
+#: actor pool (one model load per actor per call), so it is large next to a model batch.
+WINDOW_ROWS = 50_000
+#: Rows per block of a row-local expression stage.
+BLOCK_ROWS = 20_000
+
+
+class RayUnavailableError(CurateError):
+    """``--executor ray`` without Ray installed, or a cluster that cannot be reached."""
+
+    exit_code = 1
+
+
+def _to_ipc(df: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.write_ipc(buf)
+    return buf.getvalue()
+
+
+def _from_ipc(blob: bytes) -> pl.DataFrame:
+    return pl.read_ipc(io.BytesIO(blob))
+
+
+class _BatchActor:
+    """One worker of an actor pool: unpickles ``fn`` once (its model loads on first use), then runs batches."""
+
+    def __init__(self, fn_ref: list[Any]) -> None:
+        import cloudpickle
+        import ray
+
+        self.fn = cloudpickle.loads(ray.get(fn_ref[0]))
+
+    def __call__(self, block: Any) -> Any:
+        return _apply_block(self.fn, block)
+
+
+def _apply_block(fn: Callable[[pl.DataFrame], pl.DataFrame], block: Any) -> Any:
+    import pyarrow as pa
+
+    out = [_to_ipc(fn(_from_ipc(b))) for b in block.column("payload").to_pylist()]
+    return pa.table({"i": block.column("i"), "payload": pa.array(out, type=pa.large_binary())})
+
+
+def _run_tasks(block: Any, fn_blob: bytes) -> Any:
+    import cloudpickle
+
+    return _apply_block(cloudpickle.loads(fn_blob), block)
+
+
+@dataclass
+class _Resources:
+    actors: int
+    num_gpus: float
+    model: bool = False
+
+
+class RayContext(Context):
+    """A :class:`Context` whose batch work runs on Ray (everything else, cache included, is the local one)."""
+
+    executor: RayExecutor | None = None
+    current_stage: Stage | None = None
+
+    def compute_batches(
+        self, batches: Iterable[pl.DataFrame], fn: Callable[[pl.DataFrame], pl.DataFrame]
+    ) -> Iterator[pl.DataFrame]:
+        assert self.executor is not None
+        resources = self.executor.resources_for(self.current_stage, self.models)
+        window: list[pl.DataFrame] = []
+        rows = 0
+        counted = 0
+        for batch in batches:
+            counted += 1
+            window.append(batch)
+            rows += batch.height
+            if rows >= WINDOW_ROWS:
+                yield from self.executor.map_frames(window, fn, resources)
+                window, rows = [], 0
+        if window:
+            yield from self.executor.map_frames(window, fn, resources)
+        self.count("ray_batches", counted)
+
+
+class RayExecutor:
+    """Connects to Ray (a cluster at ``address``/``RAY_ADDRESS``, else a local one) and runs stages there."""
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise RayUnavailableError(
+                "--executor ray needs Ray: pip install 'curate[dist]' (ray[data])"
+            ) from exc
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self._started = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                      "ignore_reinit_error": True, "logging_level": logging.WARNING}
+            if self.address:
+                kwargs["address"] = self.address
+            else:
+                cpus = num_cpus or int(os.environ.get("CURATE_RAY_NUM_CPUS", "0")) or os.cpu_count() or 1
+                kwargs["num_cpus"] = cpus
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, RuntimeError) as exc:
+                raise RayUnavailableError(f"cannot start or reach Ray at {self.address or 'local'}: {exc}") from exc
+            self._started = True
+        import ray.data
+
+        for name in ("ray", "ray.data"):  # Ray Data logs every dataset's start and end at INFO
+            logging.getLogger(name).setLevel(logging.WARNING)
+        data_ctx = ray.data.DataContext.get_current()
+        data_ctx.execution_options.preserve_order = True
+        data_ctx.enable_progress_bars = False
+        data_ctx.print_on_execution_start = False
+        self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.gpus = int(ray.cluster_resources().get("GPU", 0))
+        self._scratch: list[Any] = []
+        log.info("ray executor: %s (%d CPUs, %d GPUs)", self.address or "local", self.cpus, self.gpus)
+
+    # -- contexts and resources --------------------------------------------------------------------------
+    def context(self, **kwargs: Any) -> RayContext:
+        models = kwargs.pop("models")
+        proxies = ProxyRegistry(models.specs, models.base_dir, models.cache_dir)
+        ctx = RayContext(models=proxies, **kwargs)
+        ctx.executor = self
+        return ctx
+
+    def resources_for(self, stage: Stage | None, models: Any) -> _Resources:
+        handles = stage.models_used() if stage is not None else []
+        gpu = any(getattr(models, "wants_gpu", lambda h: False)(h) for h in handles)
+        # One actor (one model copy) per GPU, or per CPU for CPU models; CURATE_RAY_MODEL_ACTORS caps it (each
+        # CPU actor holds its own copy of the weights in memory).
+        cap = int(os.environ.get("CURATE_RAY_MODEL_ACTORS", "0")) or None
+        if gpu:
+            return _Resources(actors=min(max(1, self.gpus), cap or self.gpus or 1), num_gpus=1.0, model=True)
+        if handles:
+            return _Resources(actors=min(self.cpus, cap or self.cpus), num_gpus=0.0, model=True)
+        return _Resources(actors=self.cpus, num_gpus=0.0)
+
+    # -- the work ------------------------------------------------------------------------------------------
+    def map_frames(
+        self, frames: list[pl.DataFrame], fn: Callable[[pl.DataFrame], pl.DataFrame], resources: _Resources
+    ) -> Iterator[pl.DataFrame]:
+        """``fn`` of each frame on an actor pool, results in order (one frame per Arrow block)."""
+        import cloudpickle
+        import pyarrow as pa
+        import ray
+        import ray.data
+
+        if not frames:
+            return
+        tables = [pa.table({"i": [i], "payload": pa.array([_to_ipc(f)], type=pa.large_binary())})
+                  for i, f in enumerate(frames)]
+        ds = ray.data.from_arrow(tables)  # one block per frame
+        blob = cloudpickle.dumps(fn)
+        blob_ref = ray.put(blob)  # held here for the whole call; actors fetch it by reference (in a list, so
+        # Ray does not inline it into every actor's constructor arguments)
+        size = min(resources.actors, len(frames))
+        if resources.model:  # an actor pool: each actor unpickles fn (and loads its model) once
+            ds = ds.map_batches(
+                _BatchActor, fn_constructor_args=([blob_ref],), batch_size=1, batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=size), num_cpus=1, num_gpus=resources.num_gpus or None,
+            )
+        else:  # stateless per-row work (signatures, row-local filters): plain tasks
+            ds = ds.map_batches(
+                _run_tasks, fn_kwargs={"fn_blob": blob}, batch_size=1, batch_format="pyarrow",
+                compute=ray.data.TaskPoolStrategy(size=size), num_cpus=1,
+            )
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for blob in block.column("payload").to_pylist():
+                yield _from_ipc(blob)
+
+    def apply(self, stage: Stage, source: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
+        """Run one stage of a recipe: what runs on the cluster depends on the stage (module docstring)."""
+        assert isinstance(ctx, RayContext)
+        ctx.current_stage = stage
+        try:
+            if stage.kind == "expression" and stage.name in ROW_LOCAL_STAGES:
+                where = "ray: per block"
+            elif stage.kind == "batch":
+                where = "ray: model/row batches; driver: bookkeeping"
+            elif stage.name in SPLIT_GLOBAL_STAGES:
+                where = "ray: signatures; driver: band-key components and the decision"
+            else:
+                where = "driver (no distributed form yet)"
+            log.info("%s runs on %s", ctx.stage_label, where)
+            ctx.note("ran_on", where)
+            if where == "ray: per block":
+                return self._row_local(stage, source, ctx)
+            return stage(source, ctx)
+        finally:
+            ctx.current_stage = None
+
+    def _row_local(self, stage: Stage, source: pl.LazyFrame, ctx: RayContext) -> pl.LazyFrame:
+        label, seed = ctx.stage_label, ctx.seed
+
+        def run_block(block: pl.DataFrame) -> pl.DataFrame:
+            local = Context.ephemeral(seed=seed, stage_label=label)
+            try:
+                data = stage(block.lazy(), local).collect()
+                quarantine = [q.collect() for q in local.take_quarantine()]
+                return pl.DataFrame({
+                    "data": [_to_ipc(data)],
+                    "quarantine": [_to_ipc(pl.concat(quarantine)) if quarantine else None],
+                    "stats": [json.dumps(local.stats.get(label, {}), default=str)],
+                }, schema={"data": pl.Binary, "quarantine": pl.Binary, "stats": pl.String})
+            finally:
+                local.close()
+
+        blocks = list(_fixed_batches(source, BLOCK_ROWS))
+        if not blocks:
+            return stage(source, ctx)
+        scratch = ctx.cache_dir / "ray" / f"{label}-{stage.fingerprint()[:16]}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        self._scratch.append(scratch)
+        data_paths, q_paths = [], []
+        for i, packed in enumerate(self.map_frames(blocks, run_block, _Resources(self.cpus, 0.0))):
+            row = packed.row(0, named=True)
+            data_paths.append(scratch / f"data-{i:06d}.parquet")
+            _from_ipc(row["data"]).write_parquet(data_paths[-1])
+            if row["quarantine"] is not None:
+                q_paths.append(scratch / f"quarantine-{i:06d}.parquet")
+                _from_ipc(row["quarantine"]).write_parquet(q_paths[-1])
+            for key, value in json.loads(row["stats"]).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    ctx.count(key, value)
+                else:
+                    ctx.note(key, value)
+        if q_paths:
+            ctx.quarantined.append((label, pl.scan_parquet(q_paths)))
+        return pl.scan_parquet(data_paths)
+
+    def close(self) -> None:
+        """Remove the per-stage scratch files (the runner has written the stage outputs by now)."""
+        for path in self._scratch:
+            shutil.rmtree(path, ignore_errors=True)
+            if path.parent.is_dir() and not any(path.parent.iterdir()):
+                path.parent.rmdir()
+        self._scratch.clear()
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
