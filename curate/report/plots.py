@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
+COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
 
 
 def _to_img(fig: Figure, alt: str) -> str:
@@ -33,8 +33,8 @@ def funnel_chart(labels: Sequence[str], rows_in: Sequence[int], rows_out: Sequen
     fig = Figure(figsize=(max(5.0, 1.2 * len(labels)), 3.2))
     ax = fig.subplots()
     x = np.arange(len(labels))
-    ax.bar(x - 0.2, rows_in, 0.4, label="rows in", color=_COLORS[0])
-    ax.bar(x + 0.2, rows_out, 0.4, label="rows out", color=_COLORS[1])
+    ax.bar(x - 0.2, rows_in, 0.4, label="rows in", color=COLORS[0])
+    ax.bar(x + 0.2, rows_out, 0.4, label="rows out", color=COLORS[1])
     ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("rows")
     ax.legend(fontsize=8)
@@ -56,7 +56,7 @@ def histograms(series: dict[str, Sequence[float]], title: str, xlabel: str, *, l
             ax.xaxis.set_minor_formatter(NullFormatter())
         else:
             bins = np.linspace(lo, hi if hi > lo else lo + 1, 31)
-        for (name, arr), color in zip(arrays.items(), _COLORS, strict=False):
+        for (name, arr), color in zip(arrays.items(), COLORS, strict=False):
             ax.hist(arr, bins=bins, alpha=0.55, label=f"{name} (n={arr.size})", color=color)
         ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
@@ -65,14 +65,16 @@ def histograms(series: dict[str, Sequence[float]], title: str, xlabel: str, *, l
     return _to_img(fig, title)
 
 
-def bar_counts(labels: Sequence[str], counts: Sequence[int], title: str) -> str:
-    """Horizontal bars of category counts (language mix); long labels stay readable."""
+def horizontal_bars(labels: Sequence[str], values: Sequence[float], title: str, *, xlabel: str = "",
+                    color: str = COLORS[2]) -> str:
+    """One horizontal bar per label (language mix, seconds per stage); long labels stay readable."""
     fig = Figure(figsize=(6.0, max(1.8, 0.3 * len(labels) + 0.8)))
     ax = fig.subplots()
     y = np.arange(len(labels))
-    ax.barh(y, counts, color=_COLORS[2])
+    ax.barh(y, values, color=color)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     return _to_img(fig, title)
 
@@ -84,7 +86,7 @@ def scatter_groups(points: np.ndarray, groups: Sequence[str], title: str) -> str
     labels = np.asarray(groups)
     names, counts = np.unique(labels, return_counts=True)
     for (name, count), color in zip(sorted(zip(names, counts, strict=True), key=lambda t: -t[1]),
-                                    _COLORS * 4, strict=False):
+                                    COLORS * 4, strict=False):
         mask = labels == name
         ax.scatter(points[mask, 0], points[mask, 1], s=16, alpha=0.6, color=color, label=f"{name} ({count})",
                    linewidths=0)
@@ -92,17 +94,4 @@ def scatter_groups(points: np.ndarray, groups: Sequence[str], title: str) -> str
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    return _to_img(fig, title)
-
-
-def bar_values(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str) -> str:
-    """Horizontal bars of one number per label (seconds per stage)."""
-    fig = Figure(figsize=(6.0, max(1.8, 0.3 * len(labels) + 0.8)))
-    ax = fig.subplots()
-    y = np.arange(len(labels))
-    ax.barh(y, values, color=_COLORS[0])
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=10)
     return _to_img(fig, title)

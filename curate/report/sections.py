@@ -165,7 +165,7 @@ def languages(data: pl.DataFrame | None) -> Section:
         return "languages", "Language mix", none("No lang column in the output.")
     counts = data[col].fill_null("(none)").cast(pl.String).value_counts(sort=True).head(20)
     labels, n = counts[col].to_list(), counts["count"].to_list()
-    body = plots.bar_counts(labels, n, "rows per language") + table(["lang", "rows"], zip(labels, n, strict=True))
+    body = plots.horizontal_bars(labels, n, "rows per language") + table(["lang", "rows"], zip(labels, n, strict=True))
     return "languages", "Language mix", body
 
 
@@ -308,8 +308,8 @@ def models(manifest: dict[str, Any]) -> Section:
     stages = manifest.get("stages", [])
     if not stages:
         return "models", "Models and time", none("The manifest lists no stages.")
-    body = plots.bar_values([s["label"] for s in stages], [float(s.get("seconds") or 0) for s in stages],
-                            "seconds per stage", "seconds")
+    body = plots.horizontal_bars([s["label"] for s in stages], [float(s.get("seconds") or 0) for s in stages],
+                                 "seconds per stage", xlabel="seconds", color=plots.COLORS[0])
     keys = ("model_rows_computed", "model_rows_reused", "rows_computed", "rows_cached", "texts_encoded",
             "texts_cached")
     rows = []
