@@ -185,6 +185,11 @@ def validate(
     _guard(debug, action)
 
 
+def _short(value: Any) -> str:
+    """Four significant digits for floats, so a distribution table fits an 80-column terminal."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _model_path_problems(recipe: Any) -> list[str]:
     """Missing local model paths of the handles the recipe's stages use (no model is loaded)."""
     from curate.models import ModelKind, ModelRegistry
@@ -265,7 +270,7 @@ def inspect(
                 continue
             table = Table(title, "count", "mean", "min", "p10", "p50", "p90", "max", box=None)
             for metric, dist in block.items():
-                table.add_row(metric, *[str(dist.get(k, "-")) for k in
+                table.add_row(metric, *[_short(dist.get(k, "-")) for k in
                                         ("count", "mean", "min", "p10", "p50", "p90", "max")])
             out.print(table)
 

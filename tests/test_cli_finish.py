@@ -149,3 +149,17 @@ def test_pipeline_run_with_progress_matches_without(capsys: pytest.CaptureFixtur
     shown = pipeline.run(lf, progress=True).collect()
     assert quiet.equals(shown) and 0 < quiet.height < 16  # the filter set short answers aside
     assert "2/2" in capsys.readouterr().err  # the stage bar reached the end
+
+
+def test_inspect_rounds_distributions_to_fit_a_terminal(tmp_path: Path) -> None:
+    msgs = [{"role": "user", "content": "q"}]
+    pl.DataFrame({
+        "id": ["a" * 32, "b" * 32], "prompt": [msgs, msgs],
+        "chosen": [[{"role": "assistant", "content": "yes"}]] * 2,
+        "rejected": [[{"role": "assistant", "content": "no"}]] * 2,
+        "score_chosen": [3.2706891234, 3.61507123], "score_rejected": [0.000571234567, 3.5924131],
+    }).write_parquet(tmp_path / "p.parquet")
+    result = runner.invoke(app, ["inspect", str(tmp_path / "p.parquet")])
+    assert result.exit_code == 0, result.output
+    assert "3.271" in result.output and "0.0005712" in result.output
+    assert "3.2706891234" not in result.output and "…" not in result.output
