@@ -126,3 +126,28 @@ def test_gpu_specs_request_gpus() -> None:
     assert executor.resources_for(Respond(model="gen"), registry).num_gpus == 1.0
     on_cpu = executor.resources_for(Respond(model="cpu"), registry)
     assert on_cpu.num_gpus == 0.0 and on_cpu.model and on_cpu.actors == 2
+
+
+def test_embedding_stages_encode_on_ray_and_agree(tmp_path: Path) -> None:
+    """embed_dedup and audit: new texts are encoded by Ray actors; vectors, index and decisions match local."""
+    write_input(tmp_path / "data.jsonl", 120, seed=3)
+    prompts = [json.loads(line)["instruction"] for line in (tmp_path / "data.jsonl").read_text().splitlines()]
+    (tmp_path / "refs.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in prompts[:5]))
+    recipe = tmp_path / "embed.yaml"
+    recipe.write_text(
+        "name: embed\ninput: {path: data.jsonl, adapter: alpaca}\nstages:\n"
+        "  - embed_dedup: {on: prompt, threshold: 0.9}\n"
+        "  - audit: {on: prompt, references: [{path: refs.jsonl, text: text}], method: embedding, mode: flag}\n"
+    )
+    run_recipe(recipe, tmp_path / "local")
+    run_recipe(recipe, tmp_path / "ray", executor="ray")
+    assert_same(tmp_path / "local", tmp_path / "ray")
+    stages = {s["name"]: s for s in json.loads((tmp_path / "ray" / "manifest.json").read_text())["stages"]}
+    dedup = stages["embed_dedup"]["notes"]
+    assert dedup["ran_on"].startswith("ray: encoding") and dedup["ray_batches"] >= 1
+    assert dedup["texts_encoded"] > 0 and stages["embed_dedup"]["quarantined"] > 0
+    # the audit's references are prompts already encoded: all from the driver's vector cache, none sent to Ray
+    audit = stages["audit"]["notes"]
+    assert audit["texts_encoded"] == 0 and audit.get("ray_batches", 0) == 0
+    data, _ = outputs(tmp_path / "ray")
+    assert data["contaminated"].sum() >= 4  # the referenced prompts that survived dedup are flagged

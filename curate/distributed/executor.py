@@ -15,8 +15,10 @@ What runs where, and why the output is identical to the local executor:
   reward_augment) may look at whole columns and run on the driver, lazily, as locally.
 - **Global stages**: MinHash dedup computes its signatures on Ray (a batch step, above) and groups band
   keys into connected components on the driver over (id, band-hash) arrays: the same decision code as
-  locally.  exact_dedup, embed_dedup, audit, deita_select and subsample collect their columns on the driver
-  and reuse the local decision code (no distributed form yet: each logs a line saying so).
+  locally.  The embedding stages (embed_dedup, audit, deita_select, subsample) encode new texts on Ray
+  actors (``ctx.compute_batches`` inside :func:`curate.embed.embed_texts`; the encoder travels as its spec)
+  and keep the vector cache, the FAISS index and the decision on the driver.  exact_dedup collects its
+  columns on the driver and reuses the local decision code (no distributed form yet: it logs a line saying so).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ log = logging.getLogger("curate")
 ROW_LOCAL_STAGES = frozenset({"filter"})
 #: Global stages whose per-row part (signatures) runs on the cluster; the decision runs on the driver.
 SPLIT_GLOBAL_STAGES = frozenset({"minhash_dedup"})
+#: Global stages that embed texts: new texts encode on Ray actors; the index and the decision run on the driver.
+EMBEDDING_STAGES = frozenset({"embed_dedup", "audit", "deita_select", "subsample"})
 #: Rows per Ray Data call of a batch stage: bounds what the driver holds at once; each call starts its
 #: actor pool (one model load per actor per call), so it is large next to a model batch.
 WINDOW_ROWS = 50_000
@@ -226,6 +230,8 @@ class RayExecutor:
                 where = "ray: model/row batches; driver: bookkeeping"
             elif stage.name in SPLIT_GLOBAL_STAGES:
                 where = "ray: signatures; driver: band-key components and the decision"
+            elif stage.name in EMBEDDING_STAGES:
+                where = "ray: encoding; driver: vector cache, FAISS index and the decision"
             else:
                 where = "driver (no distributed form yet)"
             log.info("%s runs on %s", ctx.stage_label, where)

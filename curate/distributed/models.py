@@ -47,11 +47,12 @@ class ModelProxy:
 
 
 class ProxyRegistry(ModelRegistry):
-    """A registry whose LLM and reward handles are :class:`ModelProxy` objects (embedding encoders, used by
-    global stages on the driver only, load as usual)."""
+    """A registry whose handles are :class:`ModelProxy` objects: LLMs and reward models for batch stages, and
+    embedding encoders, which encode on Ray actors while the embedding stages' index and decisions stay on the
+    driver (where the proxy also loads, for the encoder's dimension and fingerprint)."""
 
     def get(self, handle: str, kind: ModelKind) -> Any:
-        if kind == "embed" or handle in self._loaded:
+        if handle in self._loaded:
             return super().get(handle, kind)
         spec = dict(self.spec(handle))
         return ModelProxy(handle, kind, spec, self.fingerprint(handle), self.base_dir, self.cache_dir)

@@ -10,6 +10,7 @@ Shards are written by rename after each encoded chunk, so a killed run loses at 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,26 @@ class EmbedStats:
     encoded: int = 0
 
 
+Compute = Callable[[Iterable[pl.DataFrame], Callable[[pl.DataFrame], pl.DataFrame]], Iterable[pl.DataFrame]]
+
+
+def _in_process(chunks: Iterable[pl.DataFrame], fn: Callable[[pl.DataFrame], pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    for part in chunks:
+        yield fn(part)
+
+
+@dataclass
+class _EncodeChunk:
+    """``(h, text)`` -> ``(h, v)``: one chunk's encoding, as a picklable callable (it runs on Ray workers)."""
+
+    encoder: TextEncoder
+    vec_type: pl.DataType
+
+    def __call__(self, part: pl.DataFrame) -> pl.DataFrame:
+        vectors = self.encoder.encode(part.get_column("text").to_list())
+        return pl.DataFrame({"h": part.get_column("h"), "v": pl.Series("v", vectors).cast(self.vec_type)})
+
+
 def cache_dir_for(cache_dir: Path, encoder: TextEncoder) -> Path:
     return cache_dir / "embeddings" / encoder.fingerprint[:32]
 
@@ -51,10 +72,13 @@ def embed_texts(
     *,
     chunk: int = ENCODE_CHUNK,
     stats: EmbedStats | None = None,
+    compute: Compute | None = None,
 ) -> np.ndarray:
     """Vectors (``float32[len(texts), dim]``, rows in input order) of ``texts``, encoding only texts not in
     the cache; nulls embed as the empty string.  ``cache_dir=None`` encodes without caching (still once per
-    distinct text)."""
+    distinct text).  ``compute`` is where the chunks are encoded: a stage passes ``ctx.compute_batches``, so
+    under ``--executor ray`` the encoding runs on Ray actors (the encoder travels as its spec and loads once
+    per actor) while the cache and the order stay on the driver; without it, chunks encode in this process."""
     stats = stats if stats is not None else EmbedStats()
     series = texts if isinstance(texts, pl.Series) else pl.Series("text", texts, dtype=pl.String)
     frame = pl.DataFrame({"text": series.cast(pl.String).fill_null("")}).with_columns(
@@ -86,11 +110,10 @@ def embed_texts(
         # Longest first, as SentenceTransformer.encode sorts inside a call: chunks then hold texts of similar
         # length and pad little, so chunking costs no throughput against one direct call.
         missing = missing.sort(pl.col("text").str.len_bytes(), descending=True, maintain_order=True)
-        for start in range(0, missing.height, chunk):
-            part = missing.slice(start, chunk)
-            vectors = encoder.encode(part.get_column("text").to_list())
-            stats.encoded += part.height
-            shard = pl.DataFrame({"h": part.get_column("h"), "v": pl.Series("v", vectors).cast(vec_type)})
+        chunks = (missing.slice(start, chunk) for start in range(0, missing.height, chunk))
+        run = compute if compute is not None else _in_process
+        for shard in run(chunks, _EncodeChunk(encoder, vec_type)):
+            stats.encoded += shard.height
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
                 name = xxhash.xxh3_128_hexdigest("\n".join(shard.get_column("h").to_list()).encode())

@@ -231,8 +231,10 @@ class Audit(Stage):
         """Candidate pairs from either method, then both scores for each (the report's rows)."""
         encoder = encoder_from(ctx.models, self.model)
         stats = EmbedStats()
-        ref_vec = embed_texts(encoder, refs.get_column("reference_text"), ctx.cache_dir, stats=stats)
-        item_vec = embed_texts(encoder, items.get_column("text"), ctx.cache_dir, stats=stats)
+        ref_vec = embed_texts(encoder, refs.get_column("reference_text"), ctx.cache_dir, stats=stats,
+                              compute=ctx.compute_batches)
+        item_vec = embed_texts(encoder, items.get_column("text"), ctx.cache_dir, stats=stats,
+                              compute=ctx.compute_batches)
         ctx.note("texts_encoded", stats.encoded)
 
         candidates: list[pl.DataFrame] = []

@@ -83,7 +83,8 @@ class DeitaSelect(Stage):
         budget = self._budget_rows(n)
         encoder = encoder_from(ctx.models, self.model)
         stats = EmbedStats()
-        vectors = embed_texts(encoder, rows.get_column("_text"), ctx.cache_dir, stats=stats)
+        vectors = embed_texts(encoder, rows.get_column("_text"), ctx.cache_dir, stats=stats,
+                              compute=ctx.compute_batches)
         ctx.note("texts_encoded", stats.encoded)
         ctx.note("texts_cached", stats.cached)
 

@@ -64,7 +64,8 @@ class EmbedDedup(Stage):
         )
         encoder = encoder_from(ctx.models, self.model)
         stats = EmbedStats()
-        vectors = embed_texts(encoder, rows.get_column("_text"), ctx.cache_dir, stats=stats)
+        vectors = embed_texts(encoder, rows.get_column("_text"), ctx.cache_dir, stats=stats,
+                              compute=ctx.compute_batches)
         ctx.note("texts_encoded", stats.encoded)
         ctx.note("texts_cached", stats.cached)
         index = build_index(vectors, kind=self.index, exact_max=self.exact_max, seed=ctx.seed)

@@ -214,7 +214,7 @@ class Subsample(Stage):
     def _embed(self, texts: pl.Series, ctx: Context) -> np.ndarray:
         encoder = encoder_from(ctx.models, self.model)
         stats = EmbedStats()
-        vectors = embed_texts(encoder, texts, ctx.cache_dir, stats=stats)
+        vectors = embed_texts(encoder, texts, ctx.cache_dir, stats=stats, compute=ctx.compute_batches)
         ctx.note("texts_encoded", stats.encoded)
         ctx.note("texts_cached", stats.cached)
         return vectors
