@@ -9,12 +9,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
 
 from curate.embed.cache import EmbedStats, embed_texts
 from curate.embed.encoder import DEFAULT_SPEC, Encoder, TextEncoder, default_model_path, load_encoder
 from curate.embed.index import VectorIndex, build_index, gpu_available, new_index, pairs_above
 from curate.models import ModelRegistry
+
+if TYPE_CHECKING:
+    from curate.pipeline import Context
 
 
 def encoder_from(models: ModelRegistry, handle: str) -> Any:
@@ -25,6 +31,18 @@ def encoder_from(models: ModelRegistry, handle: str) -> Any:
     return models.get(handle, "embed")
 
 
+def embed_for_stage(ctx: Context, handle: str, texts: pl.Series) -> np.ndarray:
+    """Vectors of ``texts`` for a stage: the encoder under ``handle``, the run's vector cache, encoding through
+    ``ctx.compute_batches`` (Ray actors under ``--executor ray``), and ``texts_encoded`` / ``texts_cached``
+    noted for the manifest."""
+    stats = EmbedStats()
+    vectors = embed_texts(encoder_from(ctx.models, handle), texts, ctx.cache_dir, stats=stats,
+                          compute=ctx.compute_batches)
+    ctx.note("texts_encoded", stats.encoded)
+    ctx.note("texts_cached", stats.cached)
+    return vectors
+
+
 __all__ = [
     "DEFAULT_SPEC",
     "EmbedStats",
@@ -33,6 +51,7 @@ __all__ = [
     "VectorIndex",
     "build_index",
     "default_model_path",
+    "embed_for_stage",
     "embed_texts",
     "encoder_from",
     "gpu_available",

@@ -9,7 +9,7 @@ import polars as pl
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
-from curate.embed import EmbedStats, embed_texts, encoder_from
+from curate.embed import embed_for_stage
 from curate.embed.select import greedy_diverse
 from curate.errors import RecipeError
 from curate.pipeline import Context, Stage
@@ -81,12 +81,7 @@ class DeitaSelect(Stage):
         ).collect()
         n = rows.height
         budget = self._budget_rows(n)
-        encoder = encoder_from(ctx.models, self.model)
-        stats = EmbedStats()
-        vectors = embed_texts(encoder, rows.get_column("_text"), ctx.cache_dir, stats=stats,
-                              compute=ctx.compute_batches)
-        ctx.note("texts_encoded", stats.encoded)
-        ctx.note("texts_cached", stats.cached)
+        vectors = embed_for_stage(ctx, self.model, rows.get_column("_text"))
 
         status, blocker, blocker_sim, kept_index = greedy_diverse(vectors, budget, self.tau, exact_max=self.exact_max)
         if kept_index is not None:

@@ -11,7 +11,7 @@ from pydantic.dataclasses import dataclass
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from curate.embed import EmbedStats, build_index, embed_texts, encoder_from, pairs_above
+from curate.embed import build_index, embed_for_stage, pairs_above
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
 from curate.stages._keep import KeepRule, drop_cluster_losers, keep_columns, rank_expr
@@ -62,12 +62,7 @@ class EmbedDedup(Stage):
             .with_row_index("_pos")
             .collect()
         )
-        encoder = encoder_from(ctx.models, self.model)
-        stats = EmbedStats()
-        vectors = embed_texts(encoder, rows.get_column("_text"), ctx.cache_dir, stats=stats,
-                              compute=ctx.compute_batches)
-        ctx.note("texts_encoded", stats.encoded)
-        ctx.note("texts_cached", stats.cached)
+        vectors = embed_for_stage(ctx, self.model, rows.get_column("_text"))
         index = build_index(vectors, kind=self.index, exact_max=self.exact_max, seed=ctx.seed)
         for key, value in index.describe().items():
             ctx.note(key, value)

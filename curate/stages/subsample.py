@@ -10,7 +10,7 @@ import polars as pl
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from curate.embed import EmbedStats, embed_texts, encoder_from
+from curate.embed import embed_for_stage
 from curate.embed.select import greedy_diverse
 from curate.errors import ModelError, RecipeError
 from curate.pipeline import Context, Stage
@@ -212,12 +212,7 @@ class Subsample(Stage):
         return lf.join(kept.lazy(), on="id", how="semi", maintain_order="left")
 
     def _embed(self, texts: pl.Series, ctx: Context) -> np.ndarray:
-        encoder = encoder_from(ctx.models, self.model)
-        stats = EmbedStats()
-        vectors = embed_texts(encoder, texts, ctx.cache_dir, stats=stats, compute=ctx.compute_batches)
-        ctx.note("texts_encoded", stats.encoded)
-        ctx.note("texts_cached", stats.cached)
-        return vectors
+        return embed_for_stage(ctx, self.model, texts)
 
     def _entropy(self, rows: pl.DataFrame, vectors: np.ndarray, budget: int, ctx: Context, code: np.ndarray,
                  other: np.ndarray) -> None:
