@@ -66,6 +66,13 @@ def assert_same(local: Path, distributed: Path) -> None:
         s["rows_out"] for s in json.loads((local / "manifest.json").read_text())["stages"]]
 
 
+def run_both(recipe: Path, tmp_path: Path) -> None:
+    """Run ``recipe`` locally into ``tmp_path/local`` and on Ray into ``tmp_path/ray``; the outputs must agree."""
+    run_recipe(recipe, tmp_path / "local")
+    run_recipe(recipe, tmp_path / "ray", executor="ray")
+    assert_same(tmp_path / "local", tmp_path / "ray")
+
+
 def test_dedup_recipe_local_and_ray_agree(tmp_path: Path) -> None:
     write_input(tmp_path / "data.jsonl", 600)
     recipe = tmp_path / "clean.yaml"
@@ -74,9 +81,7 @@ def test_dedup_recipe_local_and_ray_agree(tmp_path: Path) -> None:
         "  - filter: {min_response_chars: 4}\n  - exact_dedup: {on: prompt}\n"
         "  - minhash_dedup: {on: prompt, threshold: 0.7, ngram: 3, batch_size: 100}\n"
     )
-    run_recipe(recipe, tmp_path / "local")
-    run_recipe(recipe, tmp_path / "ray", executor="ray")
-    assert_same(tmp_path / "local", tmp_path / "ray")
+    run_both(recipe, tmp_path)
     _, quarantine = outputs(tmp_path / "ray")
     assert quarantine.filter(pl.col("stage") == "03-minhash_dedup").height > 0  # the test has teeth
     assert quarantine.filter(pl.col("stage") == "01-filter").height > 0
@@ -98,9 +103,7 @@ def test_model_stage_local_and_ray_agree_and_refresh(tiny_llm_path: Path, tmp_pa
         "stages:\n  - filter: {min_response_chars: 1}\n"
         "  - respond: {n: 2, temperature: 1.0, max_tokens: 4, batch_size: 4, seed: 5}\n"
     )
-    run_recipe(recipe, tmp_path / "local")
-    run_recipe(recipe, tmp_path / "ray", executor="ray")
-    assert_same(tmp_path / "local", tmp_path / "ray")
+    run_both(recipe, tmp_path)
     notes = json.loads((tmp_path / "ray" / "manifest.json").read_text())["stages"][-1]["notes"]
     assert notes["ray_batches"] == 4 and notes["model_rows_computed"] == 14  # 14 rows in batches of 4, on Ray
 
@@ -139,9 +142,7 @@ def test_embedding_stages_encode_on_ray_and_agree(tmp_path: Path) -> None:
         "  - embed_dedup: {on: prompt, threshold: 0.9}\n"
         "  - audit: {on: prompt, references: [{path: refs.jsonl, text: text}], method: embedding, mode: flag}\n"
     )
-    run_recipe(recipe, tmp_path / "local")
-    run_recipe(recipe, tmp_path / "ray", executor="ray")
-    assert_same(tmp_path / "local", tmp_path / "ray")
+    run_both(recipe, tmp_path)
     stages = {s["name"]: s for s in json.loads((tmp_path / "ray" / "manifest.json").read_text())["stages"]}
     dedup = stages["embed_dedup"]["notes"]
     assert dedup["ran_on"].startswith("ray: encoding") and dedup["ray_batches"] >= 1
