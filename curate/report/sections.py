@@ -30,6 +30,14 @@ def _read(path: Path) -> pl.DataFrame | None:
     return pl.read_parquet(path) if path.is_file() else None
 
 
+def _read_stage_output(run_dir: Path, manifest: dict[str, Any]) -> pl.DataFrame | None:
+    """The rows as read (the read stage's cached output), or None when that cache is gone."""
+    stages = manifest.get("stages", [])
+    if not stages or not stages[0].get("cache_dir"):
+        return None
+    return _read(run_dir / "cache" / "stages" / stages[0]["cache_dir"] / "data.parquet")
+
+
 def _lengths(df: pl.DataFrame) -> tuple[list[int], list[int]] | None:
     """Prompt chars per row and response chars per response, via the shared schema expressions."""
     try:
@@ -85,11 +93,8 @@ def lengths(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | None) 
     after = _lengths(data) if data is not None else None
     if after is None:
         return "lengths", "Length distributions", none("No output table with prompts and responses.")
-    stages = manifest.get("stages", [])
-    before = None
-    if stages and stages[0].get("cache_dir"):
-        read = _read(run_dir / "cache" / "stages" / stages[0]["cache_dir"] / "data.parquet")
-        before = _lengths(read) if read is not None else None
+    read = _read_stage_output(run_dir, manifest)
+    before = _lengths(read) if read is not None else None
     body = "" if before else none("The read stage's cached output is gone (cache removed): showing after only.")
     rows = []
     for i, what in enumerate(("prompt", "response")):
@@ -268,10 +273,7 @@ def embedding_map(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | 
     folders = [f for f in (run_dir / "cache" / "embeddings").glob("*") if f.is_dir() and any(f.glob("*.parquet"))]
     if not folders:
         return "embeddings", title, none("No embedding stage ran, so there are no cached vectors to map.")
-    stages = manifest.get("stages", [])
-    before = None
-    if stages and stages[0].get("cache_dir"):
-        before = _read(run_dir / "cache" / "stages" / stages[0]["cache_dir"] / "data.parquet")
+    before = _read_stage_output(run_dir, manifest)
     rows = before if before is not None else data
     if rows is None or "id" not in rows.columns:
         return "embeddings", title, none("Neither the read stage's cache nor the output holds rows to map.")
@@ -283,17 +285,21 @@ def embedding_map(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | 
     candidates = []  # the stage may have embedded prompts, responses or whole rows: map what it embedded
     for on in ("prompt", "full", "response"):
         hashed = rows.head(_MAP_ROWS).select("id", source, hash_expr(text_for(table_name, on).fill_null("")).alias("h"))
-        for folder in folders:
-            vectors = (pl.scan_parquet(folder / "*.parquet").join(hashed.lazy().select("h"), on="h", how="semi")
-                       .unique("h").collect())
-            candidates.append((vectors.height, on, folder, hashed, vectors))
-    hits, on, folder, hashed, vectors_found = max(candidates, key=lambda t: t[0])
-    found = hashed.join(vectors_found, on="h", how="inner", maintain_order="left")
+        for folder in folders:  # count hits on the hash column alone; vectors are read once, for the best
+            hits = (pl.scan_parquet(folder / "*.parquet").select("h").join(hashed.lazy().select("h"), on="h",
+                                                                            how="semi").unique().select(pl.len())
+                    .collect().item())
+            candidates.append((hits, on, folder, hashed))
+    hits, on, folder, hashed = max(candidates, key=lambda t: t[0])
     if hits < 3:
         return "embeddings", title, none("The cached vectors are of texts no longer in the run: nothing to map.")
+    vectors_found = (pl.scan_parquet(folder / "*.parquet").join(hashed.lazy().select("h"), on="h", how="semi")
+                     .unique("h").collect())
+    found = hashed.join(vectors_found, on="h", how="inner", maintain_order="left")
     vectors = np.asarray(found["v"].to_list(), dtype=np.float32)
-    kept_ids = set(data["id"].to_list()) if data is not None and "id" in data.columns else set()
-    groups = ["kept" if i in kept_ids else "set aside" for i in found["id"].to_list()]
+    kept_ids = data["id"] if data is not None and "id" in data.columns else pl.Series(dtype=pl.String)
+    groups = found.select(pl.when(pl.col("id").is_in(kept_ids.implode())).then(pl.lit("kept"))
+                          .otherwise(pl.lit("set aside"))).to_series().to_list()
     colour_by = "selection"
     if len(set(groups)) == 1 and found["source"].n_unique() > 1:
         groups, colour_by = [str(s) for s in found["source"].to_list()], "source"
