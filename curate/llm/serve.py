@@ -111,6 +111,9 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def _send(self, status: int, payload: bytes, content_type: str = "application/json") -> None:
+        # A request stops counting as in flight before its answer goes out: once the client has the
+        # answer it may send its next request, which must not find this one still counted.
+        self._leave_in_flight()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
@@ -126,16 +129,22 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": {"message": f"no route {self.path}"}})
 
+    def _leave_in_flight(self) -> None:
+        if getattr(self, "_counted", False):
+            self._counted = False
+            with self.server._lock:
+                self.server.in_flight -= 1
+
     def do_POST(self) -> None:
         srv = self.server
         with srv._lock:
             srv.in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
+        self._counted = True
         try:
             self._post()
         finally:
-            with srv._lock:
-                srv.in_flight -= 1
+            self._leave_in_flight()
 
     def _post(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
