@@ -7,7 +7,9 @@ input or output, as conversations instruction+input -> output), GSM8K test solut
 Two backends:
 
 * ``stand-in``: a deterministic transform (Latin letters -> Cyrillic letters, markers kept), a real object of the
-  LLM protocol.  It exercises everything but the model; the selective path must keep every span (1.0).
+  LLM protocol.  It exercises everything but the model; the selective path must keep every span (1.0).  Its
+  output is a letter cipher, not Russian (py3langid reads some of it as Bulgarian), so the stage's target-language
+  check (``language_check``) is off for it; the model run keeps the check.
 * ``model``: the default ``gen`` model (SmolLM2-135M-Instruct, transformers, CPU) on the first ``--model-rows``
   rows (a 135M model is a weak translator: the figure shows what verification catches, not translation quality).
 
@@ -98,10 +100,11 @@ def frame(rows: list[dict[str, Any]]) -> pl.LazyFrame:
     return conform(pl.LazyFrame(rows, schema={"messages": MESSAGES, "source": pl.String}), "conversation")
 
 
-def selective(rows: list[dict[str, Any]], backend: Any, target: str) -> tuple[dict[str, Any], pl.DataFrame, Context]:
+def selective(rows: list[dict[str, Any]], backend: Any, target: str,
+              **params: Any) -> tuple[dict[str, Any], pl.DataFrame, Context]:
     ctx = Context.ephemeral()
     ctx.models.register("gen", backend)
-    out = Translate(target_lang=target, batch_size=64)(frame(rows), ctx).collect()
+    out = Translate(target_lang=target, batch_size=64, **params)(frame(rows), ctx).collect()
     notes = ctx.stats["translate"]
     return {"rows": len(rows), "protected_spans": notes["protected_spans"],
             "spans_preserved_rate": notes["spans_preserved_rate"], "quarantined": len(rows) - out.height,
@@ -152,7 +155,8 @@ def main() -> None:
     result: dict[str, Any] = {"machine": f"{os.cpu_count()} cpu", "data": dict(pl.Series([r["source"] for r in rows])
                                                                                .value_counts().iter_rows())}
     t0 = time.perf_counter()
-    result["stand_in"], _, _ = selective(rows, StandIn(), "ru")
+    # language_check off: the cipher is Cyrillic letters, not Russian (2 of 60 rows read as Bulgarian, bg)
+    result["stand_in"], _, _ = selective(rows, StandIn(), "ru", language_check="off")
     result["stand_in_naive"], _ = naive(rows, StandIn(), "ru")
     result["stand_in_seconds"] = round(time.perf_counter() - t0, 2)
 

@@ -47,6 +47,67 @@ def test_unclosed_fence_runs_to_the_end() -> None:
     assert mask(text).units == ("Look:",)
 
 
+# -- indented code (CommonMark) ----------------------------------------------------------------------------------------
+def test_indented_code_after_a_paragraph_and_a_blank_line_is_a_block_never_sent() -> None:
+    code = "    pip install curate\n      curate run recipes/translate.yaml\n\n    curate report runs/translate"
+    text = f"Install it and run the recipe:\n\n{code}\n\n\nThe report opens in a browser."
+    assert kinds(text) == [("indented_code", code)]  # the inner blank line belongs to it, trailing ones do not
+    m = mask(text)
+    assert m.units == ("Install it and run the recipe:", "The report opens in a browser.") and m.spans[0].block
+    roundtrip(text)
+
+
+def test_indented_code_that_looks_like_code_stays_one_block() -> None:
+    code = "for word in words:\n        print(word)\n\n    print('done')"  # the bare-code heuristic takes it whole
+    text = f"Print every word:\n\n    {code}\n\nIt prints each word on its own line."
+    assert kinds(text) == [("code", code)]
+    assert mask(text).units == ("Print every word:", "It prints each word on its own line.")
+
+
+def test_indented_prose_words_are_code_too() -> None:
+    text = "Type exactly this:\n\n    hello world and goodbye\n\nthen press enter."
+    assert kinds(text) == [("indented_code", "    hello world and goodbye")]
+    assert mask(text).units == ("Type exactly this:", "then press enter.")
+
+
+def test_indented_line_right_after_a_prose_line_is_a_lazy_continuation() -> None:
+    text = "This sentence goes on\n    over an indented line\n    and another one.\n\nNext paragraph."
+    assert kinds(text) == []
+    assert mask(text).units == (text,)
+
+
+def test_list_item_continuations_stay_prose_even_nested() -> None:
+    text = ("- First item\n\n    a second paragraph of the first item\n\n1. Numbered item\n"
+            "   - nested item\n\n       the nested item goes on\n\n     still the numbered item")
+    assert kinds(text) == []
+    assert mask(text).units == (text,)
+
+
+def test_code_inside_a_list_item_needs_four_columns_past_its_content() -> None:
+    text = "1. Install it:\n\n       pip install curate\n\n   then run it.\n\nAfter the list:\n\n    curate run"
+    assert kinds(text) == [("indented_code", "       pip install curate"), ("indented_code", "    curate run")]
+    assert mask(text).units == ("1. Install it:", "then run it.\n\nAfter the list:")
+    roundtrip(text)
+
+
+def test_tab_indented_code() -> None:
+    text = "Example:\n\n\tmake all\n\t\tmake install\n\t\n  \tmake clean\nDone."
+    assert kinds(text) == [("indented_code", "\tmake all\n\t\tmake install\n\t\n  \tmake clean")]
+    assert mask(text).units == ("Example:", "Done.")
+    assert kinds("Example:\n\n  \t words") == [("indented_code", "  \t words")]  # 2 spaces + tab = 4 columns
+    assert kinds("Example:\n\n   words") == []  # 3 columns: prose
+
+
+def test_indented_code_at_the_start_of_a_message_and_after_a_fence() -> None:
+    text = "    SELECT the rows\n    that we want\nThis query selects rows."
+    assert kinds(text) == [("indented_code", "    SELECT the rows\n    that we want")]
+    assert mask(text).units == ("This query selects rows.",)
+    fenced = "Run:\n```\nmake\n```\n    then this indented line"
+    assert [k for k, _ in kinds(fenced)] == ["code_block", "indented_code"]
+    roundtrip(text)
+    roundtrip(fenced)
+
+
 # -- math -----------------------------------------------------------------------------------------------------
 def test_math_delimiters() -> None:
     text = r"Since $x^2 \ge 0$, and \(a+b\) with $$\sum_i i$$ and \[ y = mx \] we win."
@@ -206,11 +267,30 @@ BLOCK = st.one_of(fences(), JSON_VALUES.map(lambda v: json.dumps(v, indent=2)))
 
 
 @st.composite
-def documents(draw: st.DrawFn) -> tuple[str, list[str]]:
-    parts, protected = [], []
-    for _ in range(draw(st.integers(1, 8))):
-        choice = draw(st.integers(0, 3))
-        if choice == 0:
+def indented_code(draw: st.DrawFn) -> str:
+    """A CommonMark indented code block: 4+ columns (spaces, a tab, or both), code-like or prose-like lines
+    (indentation alone makes it code), blank or whitespace-only lines inside but never first or last.  Each
+    line ends in a digit, never a prose character, so a line that reaches a unit fails the test."""
+    body = st.one_of(CODE_LINE, PROSE)
+    indent = st.sampled_from(["    ", "\t", "  \t", "      ", "\t  "])
+    lines = [draw(indent) + draw(body) + "0"]
+    for k in range(1, draw(st.integers(1, 4))):
+        if draw(st.booleans()):
+            lines.append(draw(st.sampled_from(["", "  ", "\t", "        "])))
+        lines.append(draw(indent) + draw(body) + str(k))
+    return "\n".join(lines)
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> tuple[str, list[str], list[str]]:
+    parts, protected, indented = [], [], []
+    for n in range(draw(st.integers(1, 8))):
+        choice = draw(st.integers(0, 4))
+        if choice == 4:  # after a blank line (or first in the message), followed by a line break
+            piece = draw(indented_code())
+            parts.append(("" if n == 0 and draw(st.booleans()) else "\n\n") + piece + "\n")
+            indented.append(piece)
+        elif choice == 0:
             piece = draw(BLOCK)
             parts.append("\n" + piece + "\n")
             protected.append(piece)
@@ -220,13 +300,13 @@ def documents(draw: st.DrawFn) -> tuple[str, list[str]]:
             protected.append(piece)
         else:
             parts.append(draw(PROSE) + draw(st.sampled_from([" ", "\n", "\n\n"])))
-    return "".join(parts), protected
+    return "".join(parts), protected, indented
 
 
 @settings(max_examples=300, deadline=None)
 @given(documents())
-def test_identity_roundtrip_and_nothing_protected_is_sent(doc: tuple[str, list[str]]) -> None:
-    text, protected = doc
+def test_identity_roundtrip_and_nothing_protected_is_sent(doc: tuple[str, list[str], list[str]]) -> None:
+    text, protected, indented = doc
     roundtrip(text)
     m = mask(text)
     for unit, spans in zip(m.units, m.unit_spans, strict=True):
@@ -236,6 +316,9 @@ def test_identity_roundtrip_and_nothing_protected_is_sent(doc: tuple[str, list[s
     for piece in protected:
         assert piece not in sent
         assert any(piece in s.text for s in m.spans), piece
+    for piece in indented:  # never sent (the digits above); each line protected (bare-code runs may take some)
+        for line in piece.split("\n"):
+            assert not line.strip() or any(line.strip() in s.text for s in m.spans), (line, m.spans)
 
 
 @settings(max_examples=400, deadline=None)

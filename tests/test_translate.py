@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Sequence
 
 import polars as pl
@@ -14,10 +15,11 @@ from synth_fakes import FakeLLM
 from tiny_llm import CHATML
 
 from curate import Context
-from curate.errors import ModelError
+from curate.errors import ModelError, RecipeError
 from curate.llm.base import LLM, Generation, Sampling
 from curate.schema import MESSAGES, RESPONSES, conform
 from curate.stages import STAGES, Translate
+from curate.text import verify
 from curate.text.segment import MARKER_RX
 
 LATIN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -171,8 +173,82 @@ def test_untranslated_output_is_caught_by_langid_and_by_overlap() -> None:
         out, ctx = run(Translate(target_lang="fr", untranslated_check=method), conversations(SFT[:1]), echo)
         assert out.height == 0, method
         assert ctx.quarantine_frame()["reason"][0].startswith("untranslated: 100% of the output prose is still en")
-    out, _ = run(Translate(target_lang="fr", untranslated_check="off"), conversations(SFT[:1]), echo)
+    out, ctx = run(Translate(target_lang="fr", untranslated_check="off"), conversations(SFT[:1]), echo)
+    assert out.height == 0  # the target-language check still sees English where French was asked for
+    assert ctx.quarantine_frame()["reason"][0].startswith("wrong language: messages[2]: identified as en")
+    out, _ = run(Translate(target_lang="fr", untranslated_check="off", language_check="off"),
+                 conversations(SFT[:1]), echo)
     assert out.height == 1
+
+
+SPANISH = "El gato duerme en la casa porque hace mucho frío y la lluvia no para desde muy temprano por la mañana. "
+
+
+def into_spanish(text: str) -> str:
+    """A 'translation' into the wrong language: Spanish prose about as long as the unit, every marker kept."""
+    markers = [m.group() for m in MARKER_RX.finditer(text)]
+    n = len(MARKER_RX.sub("", text))
+    words = (SPANISH * (n // len(SPANISH) + 1))[:n].rsplit(" ", 1)[0] if n > 12 else "Hola"
+    return " ".join([words, *markers])
+
+
+def test_a_third_language_is_quarantined_as_wrong_language() -> None:
+    spanish = CipherTranslator(table={}, mutate=into_spanish)
+    out, ctx = run(Translate(target_lang="fr"), conversations(SFT[:1]), spanish)
+    assert out.height == 0
+    reason = ctx.quarantine_frame()["reason"][0]
+    # messages[0] and [1] have fewer than 40 letters of prose: only the assistant message is identified
+    assert re.fullmatch(r"wrong language: messages\[2\]: identified as es \(P\(fr\) 0\.\d\d, \d+ letters\), not fr",
+                        reason), reason
+    notes = ctx.stats["translate"]
+    assert notes["quarantined_wrong_language"] == 1 and notes["quarantine_reasons"] == {"wrong language": 1}
+    assert notes["language_check"].startswith("langid: fr, messages with >= 40 letters")
+    assert notes["spans_preserved_rate"] == 1.0  # every span is back: only the language is wrong
+    out, _ = run(Translate(target_lang="es"), conversations(SFT[:1]), spanish)
+    assert out.height == 1  # the same output is right when Spanish was asked for
+    out, _ = run(Translate(target_lang="fr", language_check="off"), conversations(SFT[:1]), spanish)
+    assert out.height == 1
+    out, _ = run(Translate(target_lang="fr", language_check_min_letters=500), conversations(SFT[:1]), spanish)
+    assert out.height == 1  # too little prose to tell: not checked
+
+
+def test_wrong_language_thresholds() -> None:
+    french = "Le chat dort dans la maison parce qu'il fait très froid et que la pluie ne cesse pas."
+    assert verify.wrong_language(french, "fr") is None
+    found = verify.wrong_language(french, "es")
+    assert found is not None and found[0] == "fr" and found[1] < 0.1 and found[2] == len(re.findall(r"\w", french))
+    assert verify.wrong_language("Le chat dort ici.", "es") is None  # 13 letters: too short to tell
+    assert verify.wrong_language(french, "es", min_prob=1.1) is not None
+    assert verify.langid_code("pt-BR") == "pt" and verify.langid_code("nb") == "no"
+    assert verify.langid_code("haw") is None  # Hawaiian: not among py3langid's languages
+
+
+@pytest.fixture
+def without_py3langid(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """py3langid made unimportable (``sys.modules[name] = None`` makes ``import`` raise ImportError)."""
+    monkeypatch.setitem(sys.modules, "py3langid", None)
+    verify.langid_available.cache_clear()
+    yield
+    monkeypatch.undo()
+    verify.langid_available.cache_clear()
+
+
+def test_language_check_is_skipped_and_noted_without_py3langid(without_py3langid, caplog) -> None:  # type: ignore[no-untyped-def]
+    spanish = CipherTranslator(table={}, mutate=into_spanish)
+    with caplog.at_level("WARNING", logger="curate"):
+        out, ctx = run(Translate(target_lang="fr"), conversations(SFT[:1]), spanish)
+    assert out.height == 1  # nothing identifies the language: the row passes, but not silently
+    notes = ctx.stats["translate"]
+    assert notes["language_check"] == "skipped: py3langid is not installed (pip install py3langid)"
+    assert notes["untranslated_check"] == "overlap"
+    assert "target-language check skipped: py3langid is not installed" in caplog.text
+    with pytest.raises(RecipeError, match="language_check 'langid' needs py3langid"):
+        run(Translate(target_lang="fr", language_check="langid"), conversations(SFT[:1]), spanish)
+
+
+def test_target_py3langid_does_not_know_is_skipped_and_noted() -> None:
+    _, ctx = run(Translate(target_lang="haw"), conversations(SFT[:1]), CipherTranslator())
+    assert ctx.stats["translate"]["language_check"] == "skipped: py3langid cannot identify target_lang 'haw'"
 
 
 def test_length_ratio_bounds() -> None:
@@ -256,7 +332,7 @@ def test_tiny_model_end_to_end(tiny_llm_path) -> None:
     assert notes["rows_in"] == 2 and notes["units_sent"] >= 4 and notes["rows_computed"] == 2
     assert out.height + ctx.quarantine_frame().height == 2  # every row is either translated or set aside
     known = ("truncated", "empty translation", "marker", "unknown marker", "protected span", "length ratio",
-             "untranslated")
+             "untranslated", "wrong language")
     assert all(r.startswith(known) for r in ctx.quarantine_frame()["reason"])
     for row in out.iter_rows(named=True):  # whatever a random model writes, kept rows keep their code
         assert CODE in json.dumps(row["messages"]) or NESTED in row["messages"][0]["content"]

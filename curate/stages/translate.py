@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections import Counter
@@ -21,6 +22,7 @@ from curate.synth.rows import batch_seed, model_key
 from curate.text import segment as seg
 from curate.text import verify
 
+log = logging.getLogger("curate")
 SYSTEM_PROMPT = """You are a professional translator. The user sends 'Translate into {target}:' followed by a text \
 in {source}. Translate that text into {target}.
 Rules:
@@ -53,7 +55,8 @@ CRITERIA = {
 
 #: Quarantine categories, in the order a row is checked (the first failing one is the row's reason).
 CATEGORIES = ("nothing to translate", "truncated", "empty translation", "marker lost", "marker duplicated",
-              "unknown marker", "protected span altered", "added content", "length ratio", "untranslated", "quality")
+              "unknown marker", "protected span altered", "added content", "length ratio", "untranslated",
+              "wrong language", "quality")
 
 #: Block kinds that cannot appear in the translation of a prose unit (blocks are never sent).
 _ADDED = ("code_block", "json", "yaml")
@@ -78,7 +81,7 @@ class Translate(Stage):
 
     Paul et al. 2025 (selective translation of instruction data): translating whole responses breaks code,
     formulas and structured payloads, so only the natural-language parts are translated.
-    :mod:`curate.text.segment` splits each message into prose and protected spans (fenced/bare/inline code,
+    :mod:`curate.text.segment` splits each message into prose and protected spans (fenced/indented/bare/inline code,
     LaTeX math, JSON/YAML, URLs, e-mail addresses, placeholders, markup).  Spans that fill their lines are never
     sent; spans inside a sentence become markers ``⟦i⟧`` that the model is told to keep.  The model (any
     backend, ``model`` handle) gets curate's own prompt (:data:`SYSTEM_PROMPT`: target language, keep markers,
@@ -93,7 +96,17 @@ class Translate(Stage):
     answered or wrote code instead of translating); the output/input prose length ratio is outside
     ``[min_length_ratio, max_length_ratio]`` (rows with at least ``length_check_min_chars`` of prose); the share
     of output prose still in ``source_lang`` is above ``max_untranslated`` (py3langid per sentence when
-    installed, otherwise word overlap with the source: ``untranslated_check``); optionally an LLM quality judge
+    installed, otherwise word overlap with the source: ``untranslated_check``); a message's translated prose
+    (its units joined, markers removed; only with at least ``language_check_min_letters`` letters, 40 by
+    default) is identified by py3langid as another language than ``target_lang`` (``wrong language``: the
+    model answered in a third language, e.g. Spanish when asked for French; the message index, the language
+    found and the target are in the reason).  It fails when the most likely language is not the target and the
+    target's probability is below ``language_check_min_prob`` (0.1): top-1 alone confuses close pairs on short
+    texts (Spanish read as Galician, Russian as Bulgarian); :func:`curate.text.verify.wrong_language` has the
+    measurement behind both numbers.  ``language_check``: ``auto`` (default) runs it when py3langid is installed
+    and otherwise skips it, saying so in the notes (``language_check``) and the log; ``langid`` requires
+    py3langid; ``off`` skips it; a target py3langid does not know is skipped the same way.  Optionally an LLM
+    quality judge
     (``judge: true``) rates fluency, accuracy and format 1..5 (the judge stage's machinery: prefilled
     ``Rating:`` and the expected value over the digit tokens where the backend renders templates, else the
     parsed text) and a row with any score below ``judge_threshold`` (or unreadable) fails.  A row with no prose
@@ -129,6 +142,9 @@ class Translate(Stage):
     min_length_ratio: float = Field(0.25, ge=0.0)
     max_length_ratio: float = Field(3.0, gt=0.0)
     length_check_min_chars: int = Field(20, ge=0)
+    language_check: Literal["auto", "langid", "off"] = "auto"
+    language_check_min_letters: int = Field(verify.MIN_LETTERS, ge=1)
+    language_check_min_prob: float = Field(verify.MIN_TARGET_PROB, ge=0.0, le=1.0)
     # -- optional quality judge --
     judge: bool = False
     judge_model: str | None = None
@@ -161,6 +177,21 @@ class Translate(Stage):
         if self.untranslated_check == "langid" and not verify.langid_available():
             raise RecipeError("translate: untranslated_check 'langid' needs py3langid (pip install py3langid)")
         return self.untranslated_check
+
+    def _language_label(self) -> tuple[str | None, str]:
+        """``(py3langid label of the target or None, what the notes say about the target-language check)``."""
+        if self.language_check == "off":
+            return None, "off"
+        if not verify.langid_available():
+            if self.language_check == "langid":
+                raise RecipeError("translate: language_check 'langid' needs py3langid (pip install py3langid, "
+                                  "or the curate[llm] extra); set language_check: off to run without it")
+            return None, "skipped: py3langid is not installed (pip install py3langid)"
+        label = verify.langid_code(self.target_lang)
+        if label is None:
+            return None, f"skipped: py3langid cannot identify target_lang {self.target_lang!r}"
+        return label, (f"langid: {label}, messages with >= {self.language_check_min_letters} letters, "
+                       f"fails when another language is top and P({label}) < {self.language_check_min_prob}")
 
     def _translation_key(self, ctx: Context, table: str) -> str:
         """Only what changes a translation: a threshold or ``mix`` change reuses the model's work."""
@@ -203,7 +234,7 @@ class Translate(Stage):
                              "_units": pl.Series(sent, dtype=pl.Int64)})
 
     # -- verification and reassembly (cheap, recomputed when a threshold changes) ---------------------------------
-    def _verify_batch(self, batch: pl.DataFrame, table: str, method: str) -> pl.DataFrame:
+    def _verify_batch(self, batch: pl.DataFrame, table: str, method: str, lang: str | None) -> pl.DataFrame:
         columns = CONTENT_COLUMNS[table]
         out_cols: dict[str, list[Any]] = {c: [] for c in columns}
         reasons: list[str | None] = []
@@ -235,6 +266,12 @@ class Translate(Stage):
                         added = [x.kind for x in seg.protected_spans(seg.prose_of(t)) if x.block and x.kind in _ADDED]
                         if added:  # a prose unit never holds a block: the model answered instead of translating
                             problems.append(("added content", f"{where}: the translation adds a {added[0]}"))
+                    if lang is not None and outs:  # the message's prose as a whole: one unit can be too short
+                        found = verify.wrong_language("\n".join(seg.prose_of(t) for t in outs), lang,
+                                                      self.language_check_min_letters, self.language_check_min_prob)
+                        if found is not None:
+                            problems.append(("wrong language", f"{where}: identified as {found[0]} "
+                                             f"(P({lang}) {found[1]:.2f}, {found[2]} letters), not {self.target_lang}"))
                     result = seg.unmask(m, outs) if text is not None else None
                     good, span_problems = verify.span_counts(result or "", m.spans)
                     total += len(m.spans)
@@ -329,6 +366,10 @@ class Translate(Stage):
         content = list(CONTENT_COLUMNS[table])
         method = "off" if self.untranslated_check == "off" else self._leftover_method()
         ctx.note("untranslated_check", method)
+        lang, language_note = self._language_label()
+        ctx.note("language_check", language_note)
+        if lang is None and self.language_check != "off":
+            log.warning("%s: target-language check %s", ctx.stage_label, language_note)
         llm_holder: dict[str, Any] = {}
 
         def llm() -> Any:  # loaded only when some row is not cached
@@ -345,7 +386,7 @@ class Translate(Stage):
         # The rows are collected: a translate input is model-bound (seconds per row), never larger than memory.
         frame = joined.collect()
         slices = [frame.slice(i, 1024) for i in range(0, frame.height, 1024)] or [frame]
-        checked = pl.concat([self._verify_batch(b, table, method) for b in slices]).lazy()
+        checked = pl.concat([self._verify_batch(b, table, method, lang) for b in slices]).lazy()
 
         if self.judge:
             handle = self.judge_model or self.model

@@ -17,7 +17,14 @@ the segmentation half of that, pure Python (no Polars, no model), so it is teste
 3. ``code``: bare (unfenced) code, a heuristic: a run of >= 2 lines that look like code (statements ending in
    ``;`` / ``{``, ``def``/``class``/``import`` lines, assignments, calls, SQL keywords in capitals, closing
    brackets), or a whole one-line message that does.  Lines ending in ``.``, ``?`` or ``!`` are never code.
-4. Inline, inside the remaining prose: HTML code elements (``<code>…</code>``, ``<pre>``, ``<script>``…),
+4. ``indented_code``: a CommonMark indented code block among the lines left, a run of lines indented by >= 4
+   columns (a tab counts to the next multiple of 4) that starts at the start of the message, after a blank
+   line or after a block found above.  An indented line right after a prose line is a lazy paragraph
+   continuation and stays prose; inside a list item (``-``, ``*``, ``+``, ``1.`` / ``1)``) the indentation is
+   counted from the item's content column, so an item's indented continuation stays prose and only >= 4
+   columns past it is code.  Blank lines inside the run belong to it, trailing ones do not; the span keeps its
+   indentation.  (Found after bare code so that a bare-code run keeps its indented body in one block.)
+5. Inline, inside the remaining prose: HTML code elements (``<code>…</code>``, ``<pre>``, ``<script>``…),
    ``inline_code`` (backtick strings, CommonMark), ``math`` (``$$…$$``, ``\\[…\\]``, ``\\(…\\)``, ``$…$``),
    embedded ``json`` (an object/array that parses, e.g. ``send {"a": 1} to it``), ``url``, ``email``,
    ``placeholder`` (``{name}``, ``{0:.2f}``, ``{{ name }}``, ``%s``/``%(name)d``, GSM8K's ``<<3*4=12>>``),
@@ -51,7 +58,7 @@ from dataclasses import dataclass
 import yaml
 
 #: Bump when the segmentation of some text changes (cached translations are keyed on it).
-VERSION = 1
+VERSION = 2  # 2: indented code blocks are protected
 
 _BIDI = "\u200e\u200f\u202a-\u202e\u2066-\u2069"
 #: A marker as the model may return it: spaces or bidi controls inside the brackets are tolerated.
@@ -98,6 +105,9 @@ _CODE_LINE = re.compile(
     )""",
     re.VERBOSE,
 )
+#: A list item opening: bullet or ordered marker (CommonMark: up to 9 digits, ``.`` or ``)``), then spaces/tabs.
+_LIST_ITEM = re.compile(r"([ \t]*)([-*+]|\d{1,9}[.)])(?:([ \t]+)(\S)?|[\r]?$)")
+_THEMATIC_BREAK = re.compile(r"[ \t]*(?:([-*_])[ \t]*)(?:\1[ \t]*){2,}\r?")
 _CONTINUATION = re.compile(r"(?:[ \t]{2,}|\t)\S.*|.*,[ \t\r]*")
 _SENTENCE_END = re.compile(r".*[.?!][\"')\]]*[ \t\r]*")
 
@@ -157,6 +167,10 @@ def _block_spans(text: str) -> tuple[list[tuple[int, int, str]], list[tuple[int,
         for k in range(i, last + 1):
             free[k] = False
         i = last + 1
+    # CommonMark indented code last, on the lines nothing else holds: a bare-code run keeps its indented body
+    # (and its unindented first line, which CommonMark alone would leave as a paragraph) in one block
+    for first, last in _indented_runs(text, lines, free):
+        blocks.append((lines[first][0], lines[last][1], "indented_code"))
     blocks.sort()
     regions, pos = [], 0
     for s, e, _ in blocks:
@@ -166,6 +180,80 @@ def _block_spans(text: str) -> tuple[list[tuple[int, int, str]], list[tuple[int,
     if pos < len(text):
         regions.append((pos, len(text)))
     return blocks, regions
+
+
+def _columns(line: str) -> int:
+    """Width of a line's leading whitespace in columns (a tab advances to the next multiple of 4)."""
+    col = 0
+    for ch in line:
+        if ch == " ":
+            col += 1
+        elif ch == "\t":
+            col += 4 - col % 4
+        else:
+            break
+    return col
+
+
+def _item_content_column(line: str) -> int | None:
+    """Column where a list item's content starts (CommonMark: 1 to 4 spaces after the marker; an empty item or
+    5+ spaces count as one), or ``None`` when the line opens no list item."""
+    m = _LIST_ITEM.match(line)
+    if m is None or _THEMATIC_BREAK.fullmatch(line):
+        return None
+    marker_end = _columns(m.group(1)) + len(m.group(2))
+    if m.group(4) is None:  # "-" alone on its line, or followed by blanks only
+        return marker_end + 1
+    gap = _columns(" " * marker_end + m.group(3)) - marker_end
+    return marker_end + (gap if gap <= 4 else 1)
+
+
+def _indented_runs(text: str, lines: list[tuple[int, int]], free: list[bool]) -> list[tuple[int, int]]:
+    """``(first, last)`` line ranges of CommonMark indented code blocks among the ``free`` lines.
+
+    A small block-structure walk: ``items`` holds the content columns of the open list items.  A line opens
+    a code block when it is indented >= 4 columns past the innermost open item (0 outside lists) and nothing
+    is open above it (start of message, blank line, fence); a prose line followed by an indented line is a
+    lazy continuation (CommonMark: indented code cannot interrupt a paragraph).  After a blank line, a line
+    less indented than an item's content closes that item.  A block found earlier (not ``free``: a fence, JSON,
+    YAML, bare code) ends a paragraph like a blank line does.
+    """
+    runs: list[tuple[int, int]] = []
+    items: list[int] = []
+    fresh = True  # the next line may open a block: start of message, after a blank line or a block
+    i = 0
+    while i < len(lines):
+        line = text[lines[i][0]:lines[i][1]]
+        if not free[i]:
+            fresh, i = True, i + 1
+            continue
+        if not line.strip():
+            fresh, i = True, i + 1
+            continue
+        indent = _columns(line)
+        item = _item_content_column(line) if indent < (items[-1] if items else 0) + 4 else None
+        if fresh or item is not None:  # a blank line or a new item closes the items this line is left of
+            while items and indent < items[-1]:
+                items.pop()
+        base = items[-1] if items else 0
+        if fresh and indent >= base + 4:
+            last = j = i
+            while j + 1 < len(lines) and free[j + 1]:
+                nxt = text[lines[j + 1][0]:lines[j + 1][1]]
+                if nxt.strip() and _columns(nxt) < base + 4:
+                    break
+                j += 1
+                if nxt.strip():
+                    last = j
+            runs.append((i, last))
+            i = last + 1
+            fresh = True  # a code block closes like a fence: what follows is not its continuation
+            continue
+        if item is not None:
+            items.append(item)
+        fresh = False
+        i += 1
+    return runs
 
 
 def _json_block(text: str, lines: list[tuple[int, int]], i: int) -> tuple[int, str] | None:
