@@ -10,7 +10,9 @@ Only pairs whose prompt + longer response fit ``--max-chars`` are used, so a ste
 ``heldout_reward_accuracy``: share of held-out pairs where DPO's implicit reward (beta * log-ratio to the
 reference) ranks chosen above rejected, ties one half (so exactly 0.5 before training: the policy *is* the
 reference).  ``heldout_logp_accuracy``: share where the model's own log-prob of chosen is higher (what the
-model prefers, with no reference).  Prints one JSON line.
+model prefers, with no reference).  ``--judge-prompts N`` adds ``judge_eval``: the trained and the base model
+answer N held-out prompts and the judge (default: the same embedded model) compares them in both orders;
+``win_rate`` (ties one half) is printed as measured.  Prints one JSON line.
 
 Run as: flock /tmp/curate-bench.lock .venv/bin/python benchmarks/validation_run.py
 """
@@ -40,6 +42,11 @@ def main() -> None:
     parser.add_argument("--max-chars", type=int, default=320)
     parser.add_argument("--max-length", type=int, default=192)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--judge-prompts", type=int, default=0,
+                        help="also judge the trained model's answers to this many held-out prompts against the "
+                             "base model's (judge_eval; 0: off)")
+    parser.add_argument("--judge-max-new-tokens", type=int, default=64)
+    parser.add_argument("--judge", default="default", help="judge model (judge_eval.judge)")
     args = parser.parse_args()
 
     import polars as pl
@@ -70,6 +77,8 @@ def main() -> None:
             "output": str(work / "out"), "lora": True, "lora_rank": 16, "loss": "sigmoid", "beta": args.beta,
             "learning_rate": args.lr, "max_steps": args.steps, "batch_size": args.batch_size,
             "max_length": args.max_length, "eval_batch_size": 16, "seed": args.seed, "logging_steps": 4,
+            "judge_eval": {"judge": args.judge, "prompts": args.judge_prompts,
+                           "max_new_tokens": args.judge_max_new_tokens} if args.judge_prompts > 0 else None,
         })
         start = time.perf_counter()
         metrics = run_train(config, notify=lambda msg: print(msg, flush=True)).runs[0]
@@ -92,6 +101,10 @@ def main() -> None:
             "chosen_logp_drift": after["chosen_logp_drift"], "rejected_logp_drift": after["rejected_logp_drift"],
             "train_loss_first": metrics["train"]["loss_first"], "train_loss_last": metrics["train"]["loss_last"],
             "train_tokens_per_s": metrics["train"]["tokens_per_s"],
+            **({"judge_eval": {k: metrics["judge_eval"][k] for k in (
+                "judge", "prompts", "win_rate", "wins", "ties", "losses", "identical", "unparseable",
+                "swap_consistency", "rating_from", "policy_chars", "base_chars", "max_new_tokens",
+                "generate_seconds", "judge_seconds")}} if "judge_eval" in metrics else {}),
             "seconds": round(seconds, 1),
             "torch_threads": torch.get_num_threads(),
         }))

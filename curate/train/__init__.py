@@ -9,6 +9,7 @@ compares runs (curated vs a same-size random baseline) in one table.
 - :mod:`curate.train.refs`: reference log-probs computed once and stored beside the data.
 - :mod:`curate.train.trainer`: one run on TRL's ``DPOTrainer``.
 - :mod:`curate.train.evaluate`: held-out metrics.  :mod:`curate.train.goal`: reward-augmented evaluation.
+- :mod:`curate.train.winrate`: optional judge win rate of the trained model's answers vs the base model's.
 - :mod:`curate.train.compare`: the comparison table.  :mod:`curate.train.run`: the whole command.
 
 Importing this package loads neither torch nor TRL; they load when a run starts.

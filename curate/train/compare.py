@@ -2,7 +2,9 @@
 
 The question a comparison answers is "did curating the data help?", so each line shows the same held-out
 metrics for one run, measured on the same held-out pairs, from the same model, seed and settings; the only
-difference between lines is the training data (of the same size when the baseline is ``random``).
+difference between lines is the training data (of the same size when the baseline is ``random``).  With
+``judge_eval``, ``win_rate`` is each run's answers judged against the *base* model's on the same held-out prompts
+(ties one half, so 0.5 is "no better than where it started"); the two runs share the base answers.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from curate import checkpoint
 
 COLUMNS = ("run", "pairs", "steps", "tokens/s", "loss", "held-out acc", "margin", "chosen drift", "rejected drift",
            "logp acc")
+#: Shown when any run has a judge evaluation (``judge_eval``): win rate vs the base model, and wins/ties/losses.
+JUDGE_COLUMNS = ("win_rate", "w/t/l")
+
+
+def columns(runs: list[dict[str, Any]]) -> tuple[str, ...]:
+    return COLUMNS + JUDGE_COLUMNS if any(m.get("judge_eval") for m in runs) else COLUMNS
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def row_of(metrics: dict[str, Any]) -> list[str]:
+def row_of(metrics: dict[str, Any], judged: bool = False) -> list[str]:
     train = metrics["train"]
     before = metrics["eval"]["before"] or {}
     after = metrics["eval"]["after"] or {}
@@ -37,21 +45,29 @@ def row_of(metrics: dict[str, Any]) -> list[str]:
         _fmt(after.get("chosen_logp_drift"), ".2f"),
         _fmt(after.get("rejected_logp_drift"), ".2f"),
         logp,
-    ]
+    ] + (_judge_cells(metrics.get("judge_eval")) if judged else [])
+
+
+def _judge_cells(judge: dict[str, Any] | None) -> list[str]:
+    if not judge:
+        return ["-", "-"]
+    return [_fmt(judge.get("win_rate")), f"{judge['wins']}/{judge['ties']}/{judge['losses']}"]
 
 
 def table(runs: list[dict[str, Any]], title: str = "curate train") -> Any:
     from rich.table import Table
 
-    out = Table(*COLUMNS, title=title)
+    names = columns(runs)
+    out = Table(*names, title=title)
     for metrics in runs:
-        out.add_row(*row_of(metrics))
+        out.add_row(*row_of(metrics, len(names) > len(COLUMNS)))
     return out
 
 
 def markdown(runs: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row_of(m)) + " |" for m in runs]
+    names = columns(runs)
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(row_of(m, len(names) > len(COLUMNS))) + " |" for m in runs]
     return "\n".join(lines) + "\n"
 
 
@@ -60,7 +76,8 @@ def write_comparison(runs: list[dict[str, Any]], out_dir: Path, held_out: str) -
     summary = {
         "held_out": held_out,
         "runs": [{"run": m["run"], "data": m["data"], "rows": m["rows"], "train": m["train"],
-                  "eval": m["eval"], "metrics": str(Path(out_dir) / m["run"] / "metrics.json")} for m in runs],
+                  "eval": m["eval"], **({"judge_eval": m["judge_eval"]} if m.get("judge_eval") else {}),
+                  "metrics": str(Path(out_dir) / m["run"] / "metrics.json")} for m in runs],
     }
     path = Path(out_dir) / "comparison.json"
     checkpoint.write_json_atomic(summary, path)

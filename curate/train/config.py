@@ -19,6 +19,56 @@ from curate.errors import RecipeError
 
 LossType = Literal["sigmoid", "ipo", "hinge"]
 
+#: Judge stage parameters that ``judge_eval`` sets itself (a pairwise comparison by the ``judge`` model).
+_JUDGE_FIXED = ("mode", "model")
+
+
+class JudgeEval(BaseModel):
+    """Optional win-rate evaluation (``judge_eval:``): generations of the trained model against the base model's
+    on held-out prompts, compared by an LLM judge in both orders (:mod:`curate.train.winrate`).
+
+    - **judge**: ``default`` (the embedded SmolLM2-135M-Instruct), a local model folder or ``.gguf`` file, or a
+      full model spec as under a recipe's ``models:`` (``{backend: openai, base_url: ..., model: ...}``).
+    - **prompts**: how many distinct held-out prompts (fewer when the held-out set has fewer).
+    - **max_new_tokens** per generated response; **temperature** 0 is greedy (default), above 0 samples with
+      **seed** (default: the run's seed), identically for the trained and the base model.
+    - **options**: further parameters of the ``judge`` stage (``rubric``, ``rating_from``, ``max_tokens``, ...);
+      ``mode`` and ``model`` are set by the evaluation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    judge: str | dict[str, Any] = "default"
+    prompts: int = Field(32, ge=1)
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    seed: int | None = Field(None, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("judge")
+    @classmethod
+    def _judge_named(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty: give default, a local model folder or .gguf file, or a model spec mapping")
+        if isinstance(value, dict) and "backend" not in value:
+            raise ValueError("a judge model spec needs backend: (transformers, vllm or openai), as under models:")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _judge_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        fixed = sorted(set(value) & set(_JUDGE_FIXED))
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} cannot be set here (the evaluation judges pairwise with judge:)")
+        from curate.stages.judge import Judge
+
+        try:
+            Judge(mode="pairwise", **value)
+        except (pydantic.ValidationError, TypeError) as exc:
+            detail = format_errors(exc, "options") if isinstance(exc, pydantic.ValidationError) else str(exc)
+            raise ValueError(f"not valid judge stage parameters: {detail}") from None
+        return value
+
 
 class TrainConfig(BaseModel):
     """Settings of ``curate train`` (DESIGN.md section 7).  Every field has a default except ``data``.
@@ -46,6 +96,9 @@ class TrainConfig(BaseModel):
       on the same data and model skips the reference model (see ``curate.train.refs``).
     - **goal_prompt**: for reward-augmented data, the goal system text to evaluate with; by default read from
       the ``manifest.json`` of the run that produced the data (``reward_augment``'s ``goal_prompt`` note).
+    - **judge_eval** (off by default; ``true`` for the defaults): after training, the trained and the base model
+      answer held-out prompts and an LLM judge compares the answers in both orders (:class:`JudgeEval`); the
+      win rate goes to ``metrics.json`` and the comparison table.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -89,6 +142,7 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(10, ge=1)
     goal_prompt: str | None = None
     manifest: str | None = None
+    judge_eval: JudgeEval | None = None
 
     # Not part of the YAML: where relative paths resolve from.
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -98,6 +152,16 @@ class TrainConfig(BaseModel):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("judge_eval", mode="before")
+    @classmethod
+    def _judge_eval_switch(cls, value: Any) -> Any:
+        """``judge_eval: true`` turns the evaluation on with its defaults; ``false`` (or null) leaves it off."""
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.baseline is not None and self.baseline == "random" and not self.pool:
@@ -105,6 +169,8 @@ class TrainConfig(BaseModel):
         if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
             raise ValueError(f"max_prompt_length ({self.max_prompt_length}) must be below max_length "
                              f"({self.max_length}), or no response token is left")
+        if self.judge_eval is not None and not self.eval_data and self.eval_fraction == 0:
+            raise ValueError("judge_eval answers held-out prompts: set eval_data: or an eval_fraction above 0")
         return self
 
     def resolve(self, path: str) -> Path:

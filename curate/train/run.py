@@ -8,6 +8,10 @@ Held-out pairs: ``eval_data`` if given; otherwise ``eval_fraction`` of the first
 (split by prompt, seeded).  Either way, every held-out prompt is removed from every training set of the
 invocation, so no run is evaluated on a prompt it trained on, and all runs are evaluated on the same pairs
 (each conditioned on its own goal when its data is reward-augmented, see ``curate.train.goal``).
+
+With ``judge_eval``, the judge model's path is checked with the data (before training), and one
+:class:`~curate.train.winrate.WinRateEval` serves every run, so curated and baseline are judged against the
+same base-model answers.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from curate.train.config import TrainConfig
 from curate.train.data import Preferences, random_subset, read_preferences, split_held_out, with_goal, without_groups
 from curate.train.goal import goal_for
 from curate.train.trainer import Notify, cpu_note, resolve_hardware, train_one
+from curate.train.winrate import WinRateEval
 
 
 @dataclass
@@ -96,6 +101,7 @@ def run_train(config: TrainConfig, *, compare: tuple[Path, Path] | None = None,
     say = notify or (lambda _msg: None)
     plans, held_name = _plan(config, compare)
     hardware = resolve_hardware(config)
+    winrate = WinRateEval(config) if config.judge_eval is not None else None  # checks the judge's path now
     out_dir = config.resolve(config.output)
     outcome = TrainOutcome([], out_dir)
     if hardware.device == "cpu":
@@ -104,7 +110,8 @@ def run_train(config: TrainConfig, *, compare: tuple[Path, Path] | None = None,
     for plan in plans:
         run_dir = out_dir if len(plans) == 1 else out_dir / plan.label
         metrics = train_one(config, plan.train, plan.held_out, run_dir, label=plan.label, hardware=hardware,
-                            notify=say, extra={"held_out": held_name, "eval_goal_prompt": plan.goal})
+                            notify=say, extra={"held_out": held_name, "eval_goal_prompt": plan.goal},
+                            winrate=winrate, goal=plan.goal)
         outcome.runs.append(metrics)
     if len(plans) > 1:
         from curate.train.compare import write_comparison

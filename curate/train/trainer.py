@@ -32,6 +32,7 @@ from curate.train.config import TrainConfig
 from curate.train.data import Preferences, to_dataset
 from curate.train.evaluate import before_metrics, preference_metrics
 from curate.train.refs import RefStore, attach_reference, model_key, sequence_logps
+from curate.train.winrate import WinRateEval
 
 Notify = Callable[[str], None]
 
@@ -228,9 +229,13 @@ def train_one(
     hardware: Hardware | None = None,
     notify: Notify | None = None,
     extra: dict[str, Any] | None = None,
+    winrate: WinRateEval | None = None,
+    goal: str | None = None,
 ) -> dict[str, Any]:
     """Train one policy on ``train``, evaluate it on ``held_out`` before and after, return (and write to
-    ``out_dir/metrics.json``) the metrics."""
+    ``out_dir/metrics.json``) the metrics.  With ``judge_eval`` set (``winrate``: shared by the runs of one
+    invocation), the policy's answers to held-out prompts are also judged against the base model's
+    (``goal``: the goal text a reward-augmented run's held-out prompts carry, hidden from the judge)."""
     import torch
     import trl
 
@@ -245,6 +250,13 @@ def train_one(
     llm = load_model(config, hardware)
     model, tokenizer = llm.model, llm.tokenizer
     load_seconds = time.perf_counter() - started
+    if winrate is None and config.judge_eval is not None and held_out is not None:
+        winrate = WinRateEval(config)
+    judged_prompts = base_answers = None
+    if winrate is not None and held_out is not None:  # before training: a full fine-tune changes these weights
+        judged_prompts = winrate.prompts(held_out, goal)
+        say(f"  {label}: judge_eval: base model answers {len(judged_prompts.ids)} held-out prompts")
+        base_answers = winrate.base_answers(llm, judged_prompts)
 
     major_minor = ".".join(trl.__version__.split(".")[:2])
     key = model_key(llm.folder, llm.gguf_file, tokenizer, {
@@ -306,6 +318,12 @@ def train_one(
         eval_after = preference_metrics(pol_c, pol_r, trainer.eval_dataset["ref_chosen_logps"],
                                         trainer.eval_dataset["ref_rejected_logps"], beta=config.beta,
                                         loss=config.loss)
+    judge_eval: dict[str, Any] | None = None
+    if winrate is not None and judged_prompts is not None and base_answers is not None:
+        say(f"  {label}: judge_eval: trained model answers, {winrate.judge_name} judges both orders")
+        judge_eval = winrate.evaluate(llm, trainer.model, judged_prompts, base_answers, out_dir)
+        say(f"  {label}: judge_eval: win rate {judge_eval['win_rate']:.3f} vs the base model "
+            f"({judge_eval['wins']} wins, {judge_eval['ties']} ties, {judge_eval['losses']} losses)")
     if config.save_model:
         trainer.save_model(str(out_dir / "model"))
         tokenizer.save_pretrained(str(out_dir / "model"))
@@ -334,6 +352,7 @@ def train_one(
         },
         "reference": trainer.ref_info,
         "eval": {"before": eval_before, "after": eval_after},
+        **({"judge_eval": judge_eval} if judge_eval is not None else {}),
         "versions": {"trl": trl.__version__, "torch": torch.__version__},
         **(extra or {}),
     }
