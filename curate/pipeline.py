@@ -331,6 +331,21 @@ class Context:
         for batch in batches:
             yield fn(batch)
 
+    #: True where :meth:`compute_shared` runs on other processes (the Ray executor): global stages then take
+    #: their distributed form; a local run keeps its single-process code path.
+    distributed: ClassVar[bool] = False
+
+    def compute_shared(
+        self, shared: Any, chunks: Iterable[Any], fn: Callable[[Any, Any], Any], *,
+        pack: Callable[[Any], Any], unpack: Callable[[Any], Any], name: str,
+    ) -> Iterator[Any]:
+        """``fn(shared, chunk)`` of each chunk, in order: work over chunks that all read one large read-only
+        value (a FAISS index, MinHash signatures).  Here: in this process.  The Ray executor puts
+        ``pack(shared)`` in the object store once and each worker process ``unpack``s it once, so the value
+        is neither shipped nor rebuilt per chunk; it counts the chunks as ``ray_<name>``."""
+        for chunk in chunks:
+            yield fn(shared, chunk)
+
     def map_rows(
         self,
         lf: pl.LazyFrame,

@@ -90,6 +90,10 @@ def test_dedup_recipe_local_and_ray_agree(tmp_path: Path) -> None:
     assert stages[2]["notes"]["ran_on"] == "driver (no distributed form yet)"  # exact_dedup
     minhash = stages[3]["notes"]
     assert minhash["ray_batches"] == 6 and minhash["batches_computed"] == 6  # signatures, 6 batches of 100
+    assert minhash["ray_band_tasks"] == minhash["bands"]  # one Ray task per band verified the bucket pairs
+    assert minhash["ran_on"].startswith("ray: signatures, per-band")
+    local = json.loads((tmp_path / "local" / "manifest.json").read_text())["stages"][3]["notes"]
+    assert "ray_band_tasks" not in local and local["candidates"] == minhash["candidates"]
     assert not (tmp_path / "ray" / "cache" / "ray").exists()  # scratch blocks removed
 
 
@@ -131,8 +135,12 @@ def test_gpu_specs_request_gpus() -> None:
     assert on_cpu.num_gpus == 0.0 and on_cpu.model and on_cpu.actors == 2
 
 
-def test_embedding_stages_encode_on_ray_and_agree(tmp_path: Path) -> None:
-    """embed_dedup and audit: new texts are encoded by Ray actors; vectors, index and decisions match local."""
+def test_embedding_stages_encode_on_ray_and_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """embed_dedup and audit: new texts are encoded by Ray actors and searched on Ray tasks against the index
+    broadcast once; vectors, pairs and decisions match local."""
+    import curate.embed.index
+
+    monkeypatch.setattr(curate.embed.index, "SEARCH_CHUNK", 32)  # several query chunks, both runs alike
     write_input(tmp_path / "data.jsonl", 120, seed=3)
     prompts = [json.loads(line)["instruction"] for line in (tmp_path / "data.jsonl").read_text().splitlines()]
     (tmp_path / "refs.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in prompts[:5]))
@@ -145,10 +153,64 @@ def test_embedding_stages_encode_on_ray_and_agree(tmp_path: Path) -> None:
     run_both(recipe, tmp_path)
     stages = {s["name"]: s for s in json.loads((tmp_path / "ray" / "manifest.json").read_text())["stages"]}
     dedup = stages["embed_dedup"]["notes"]
-    assert dedup["ran_on"].startswith("ray: encoding") and dedup["ray_batches"] >= 1
+    assert dedup["ran_on"].startswith("ray: encoding, FAISS search") and dedup["ray_batches"] >= 1
     assert dedup["texts_encoded"] > 0 and stages["embed_dedup"]["quarantined"] > 0
+    assert dedup["ray_search_chunks"] == 4  # 120 queries in chunks of 32
+    local = {s["name"]: s["notes"] for s in json.loads((tmp_path / "local" / "manifest.json").read_text())["stages"]}
+    assert local["embed_dedup"]["pairs"] == dedup["pairs"] and "ray_search_chunks" not in local["embed_dedup"]
     # the audit's references are prompts already encoded: all from the driver's vector cache, none sent to Ray
     audit = stages["audit"]["notes"]
     assert audit["texts_encoded"] == 0 and audit.get("ray_batches", 0) == 0
+    assert audit["ray_search_chunks"] == -(-audit["texts_audited"] // 32) >= 2
     data, _ = outputs(tmp_path / "ray")
     assert data["contaminated"].sum() >= 4  # the referenced prompts that survived dedup are flagged
+
+
+def _ray_context(tmp_path: Path):
+    from curate.distributed import RayExecutor
+    from curate.models import ModelRegistry
+
+    return RayExecutor().context(cache_dir=tmp_path, models=ModelRegistry())
+
+
+@pytest.mark.parametrize(("kind", "search"), [("flat", "range"), ("flat", "knn"), ("hnsw", "knn"), ("ivf", "knn")])
+def test_search_on_ray_gives_the_local_pair_arrays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, search: str
+) -> None:
+    """Query chunks searched by Ray tasks against the broadcast index: byte-identical (rows, cols, sims)."""
+    import numpy as np
+
+    import curate.embed.index
+    from curate.embed import build_index, pairs_above
+
+    monkeypatch.setattr(curate.embed.index, "SEARCH_CHUNK", 100)
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(60, 16)).astype(np.float32)
+    vectors = base[rng.integers(60, size=450)] + 0.3 * rng.normal(size=(450, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = build_index(vectors, kind=kind, exact_max=100 if kind == "hnsw" else 100_000)
+    assert index.kind == kind
+    ctx = _ray_context(tmp_path)
+    local = pairs_above(index, vectors, 0.8, search=search, k=8)
+    ray = pairs_above(index, vectors, 0.8, search=search, k=8, compute=ctx.compute_shared)
+    assert len(local[0]) > 450  # pairs beyond the self-pairs: the test has teeth
+    for a, b in zip(local, ray, strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert ctx.stats[ctx.stage_label]["ray_search_chunks"] == 5  # 450 queries in chunks of 100
+
+
+def test_band_tasks_on_ray_give_the_local_partition(tmp_path: Path) -> None:
+    import numpy as np
+
+    from curate.dedup import minhash
+
+    rng = np.random.default_rng(1)
+    sig = rng.integers(0, 3, size=(300, 16), dtype=np.uint32)
+    sig[150:] = sig[:150]
+    sig[150:, rng.integers(16, size=150)] = 7  # near copies: one position changed
+    params = {"bands": 4, "rows": 4, "threshold": 0.6, "verify": True, "window": 3}
+    ctx = _ray_context(tmp_path)
+    local, _ = minhash.cluster(sig, **params)
+    ray, _ = minhash.cluster_by_band(sig, **params, compute=ctx.compute_shared)
+    assert np.array_equal(ray, local) and len(np.unique(local)) < 250
+    assert ctx.stats[ctx.stage_label]["ray_band_tasks"] == 4

@@ -20,6 +20,8 @@ stage (:mod:`curate.stages.minhash_dedup`) and a distributed executor can share 
    ``_optimal_param``); each band is one uint64.
 6. :func:`candidate_mask` and :func:`cluster`: rows sharing a bucket in any band, their candidate pairs,
    optionally verified by the signature estimate of Jaccard, joined into clusters (connected components).
+   :func:`cluster_by_band` is its distributed form: :func:`band_edges` of each band is an independent task
+   (on Ray, against signatures broadcast once), the driver joins the edges; the partition is the same.
 
 :func:`shingle_set` gives the exact semantics in pure Python (the reference for tests and benchmarks).
 """
@@ -28,7 +30,9 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -382,8 +386,10 @@ def cluster(
     rep = nodes.copy()  # each node's cluster, named by its smallest node
     steps = 1 if not verify else window
     for k in range(bands):
-        # Nodes are numbered in key order, so this (deterministic) sort does not depend on the row order.
-        order = np.argsort(node_bands[:, k])
+        # Nodes are numbered in key order and the sort is stable (ties keep node order), so the order does not
+        # depend on the row order, nor on which sort kernel this CPU's numpy picks (quicksort orders ties
+        # differently on AVX2 and AVX-512 machines).
+        order = np.argsort(node_bands[:, k], kind="stable")
         ordered = node_bands[order, k]
         left_parts, right_parts = [], []
         for d in range(1, min(steps, n_nodes - 1) + 1):
@@ -411,3 +417,116 @@ def cluster(
             _, smallest = np.unique(component, return_index=True)
             rep = smallest[component]
     return rep[node_of_row].astype(np.int64), figures
+
+
+# -- the distributed form of :func:`cluster` -----------------------------------------------------------------
+
+
+#: ``Context.compute_shared``: ``fn(shared, chunk)`` per chunk, in order (on Ray: ``shared`` broadcast once).
+SharedCompute = Callable[..., Iterable[Any]]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def band_hash(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
+    """``uint64[docs]``: the hash of one band, equal to ``band_hashes(sig, bands, rows)[:, band]`` (reads only
+    that band's signature positions)."""
+    lo = band * rows
+    if lo + rows > sig.shape[1]:
+        raise ValueError(f"band {band} of {rows} rows exceeds num_perm = {sig.shape[1]}")
+    out = _combine(sig[:, lo : lo + rows].reshape(len(sig), 1, rows), stream=1000 + rows)[:, 0]
+    out += np.arange(band, band + 1, dtype=np.uint64) * _LEN_MIX  # as in band_hashes (wraps mod 2^64)
+    return out
+
+
+@dataclass(frozen=True)
+class BandEdges:
+    """The edges one band contributes (a picklable task: the parameters of :func:`cluster`)."""
+
+    rows: int
+    threshold: float
+    verify: bool = True
+    window: int = BUCKET_WINDOW
+    chunk: int = 65536
+
+    def __call__(self, nodes: tuple[np.ndarray, np.ndarray], band: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(left, right, candidates)`` of ``band`` over ``nodes = (sig, first)`` (node ``i`` is row
+        ``first[i]``): bucket neighbours within ``window`` in the order :func:`cluster` sorts them (one
+        neighbour without ``verify``), kept when verified; ``candidates`` counts the pairs looked at."""
+        sig, first = nodes
+        n_nodes = len(first)
+        column = np.empty(n_nodes, dtype=np.uint64)
+        for lo in range(0, n_nodes, self.chunk):
+            column[lo : lo + self.chunk] = band_hash(sig[first[lo : lo + self.chunk]], band, self.rows)
+        order = np.argsort(column, kind="stable")  # as :func:`cluster` sorts: the same order on any machine
+        ordered = column[order]
+        left_parts, right_parts, candidates = [], [], 0
+        for d in range(1, min(self.window if self.verify else 1, n_nodes - 1) + 1):
+            same = ordered[d:] == ordered[:-d]
+            if not same.any():
+                break
+            left, right = order[:-d][same], order[d:][same]
+            candidates += len(left)
+            if self.verify and len(left):
+                row_l, row_r = first[left], first[right]
+                keep = np.concatenate(
+                    [
+                        estimate_jaccard(sig[row_l[i : i + self.chunk]], sig[row_r[i : i + self.chunk]])
+                        >= self.threshold
+                        for i in range(0, len(left), self.chunk)
+                    ]
+                )
+                left, right = left[keep], right[keep]
+            left_parts.append(left)
+            right_parts.append(right)
+        if not left_parts:
+            return np.empty(0, np.int64), np.empty(0, np.int64), 0
+        return np.concatenate(left_parts), np.concatenate(right_parts), candidates
+
+
+def cluster_by_band(
+    sig: np.ndarray,
+    *,
+    bands: int,
+    rows: int,
+    threshold: float,
+    verify: bool = True,
+    window: int = BUCKET_WINDOW,
+    chunk: int = 65536,
+    compute: SharedCompute | None = None,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """:func:`cluster` with each band an independent task: the same ``labels`` (the partition, and each
+    cluster named by its smallest node), different figures.
+
+    :func:`cluster` skips a band's pair when an earlier band already joined it; here every band checks all its
+    bucket neighbours (so that bands need not wait for each other) and the driver takes the connected
+    components of all verified edges.  A skipped pair lies inside one component already, so adding its edge
+    changes no component: the partition is the same, and only ``candidate_pairs`` / ``verified_pairs`` (which
+    count the skipped pairs here) grow.  With ``compute`` (``ctx.compute_shared``) the bands run there, the
+    signatures and node rows broadcast once; without it, in this process."""
+    n = len(sig)
+    figures = {"candidate_pairs": 0, "verified_pairs": 0}
+    if n == 0:
+        return np.empty(0, np.int64), figures
+    keys = signature_keys(sig)
+    unique_keys, first, node_of_row = np.unique(keys, return_index=True, return_inverse=True)
+    n_nodes = len(unique_keys)
+    task = BandEdges(rows=rows, threshold=threshold, verify=verify, window=window, chunk=chunk)
+    nodes = (sig, first)
+    if compute is None:
+        results: Iterable[tuple[np.ndarray, np.ndarray, int]] = (task(nodes, k) for k in range(bands))
+    else:
+        results = compute(nodes, range(bands), task, pack=_same, unpack=_same, name="band_tasks")
+    left_parts, right_parts = [], []
+    for left, right, candidates in results:
+        figures["candidate_pairs"] += candidates
+        figures["verified_pairs"] += len(left)
+        left_parts.append(left)
+        right_parts.append(right)
+    if figures["verified_pairs"] == 0:
+        return np.arange(n_nodes)[node_of_row].astype(np.int64), figures
+    component = _components(n_nodes, np.concatenate(left_parts), np.concatenate(right_parts))
+    _, smallest = np.unique(component, return_index=True)
+    return smallest[component][node_of_row].astype(np.int64), figures

