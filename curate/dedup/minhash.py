@@ -351,6 +351,52 @@ def _components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+def _band_pairs(
+    column: np.ndarray,
+    sig: np.ndarray,
+    first: np.ndarray,
+    *,
+    steps: int,
+    threshold: float,
+    verify: bool,
+    chunk: int,
+    rep: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(left, right, candidates)`` of one band: nodes sharing a bucket (equal ``column`` hash) paired with
+    their next ``steps`` bucket neighbours, kept when verified (``verify``: estimated Jaccard of the nodes'
+    signatures, read through ``first``, ``>= threshold``); pairs whose nodes ``rep`` already puts in one
+    cluster are skipped.  ``candidates`` counts the pairs looked at."""
+    # Nodes are numbered in key order and the sort is stable (ties keep node order), so the order does not
+    # depend on the row order, nor on which sort kernel this CPU's numpy picks (quicksort orders ties
+    # differently on AVX2 and AVX-512 machines).
+    order = np.argsort(column, kind="stable")
+    ordered = column[order]
+    left_parts, right_parts, candidates = [], [], 0
+    for d in range(1, min(steps, len(column) - 1) + 1):
+        same = ordered[d:] == ordered[:-d]
+        if not same.any():
+            break
+        left, right = order[:-d][same], order[d:][same]
+        if rep is not None:
+            fresh = rep[left] != rep[right]
+            left, right = left[fresh], right[fresh]
+        candidates += len(left)
+        if verify and len(left):
+            row_l, row_r = first[left], first[right]
+            keep = np.concatenate(
+                [
+                    estimate_jaccard(sig[row_l[i : i + chunk]], sig[row_r[i : i + chunk]]) >= threshold
+                    for i in range(0, len(left), chunk)
+                ]
+            )
+            left, right = left[keep], right[keep]
+        left_parts.append(left)
+        right_parts.append(right)
+    if not left_parts:
+        return np.empty(0, np.int64), np.empty(0, np.int64), 0
+    return np.concatenate(left_parts), np.concatenate(right_parts), candidates
+
+
 def cluster(
     sig: np.ndarray,
     *,
@@ -386,34 +432,13 @@ def cluster(
     rep = nodes.copy()  # each node's cluster, named by its smallest node
     steps = 1 if not verify else window
     for k in range(bands):
-        # Nodes are numbered in key order and the sort is stable (ties keep node order), so the order does not
-        # depend on the row order, nor on which sort kernel this CPU's numpy picks (quicksort orders ties
-        # differently on AVX2 and AVX-512 machines).
-        order = np.argsort(node_bands[:, k], kind="stable")
-        ordered = node_bands[order, k]
-        left_parts, right_parts = [], []
-        for d in range(1, min(steps, n_nodes - 1) + 1):
-            same = ordered[d:] == ordered[:-d]
-            if not same.any():
-                break
-            left, right = order[:-d][same], order[d:][same]
-            fresh = rep[left] != rep[right]
-            left, right = left[fresh], right[fresh]
-            figures["candidate_pairs"] += len(left)
-            if verify and len(left):
-                row_l, row_r = first[left], first[right]
-                keep = np.concatenate(
-                    [
-                        estimate_jaccard(sig[row_l[i : i + chunk]], sig[row_r[i : i + chunk]]) >= threshold
-                        for i in range(0, len(left), chunk)
-                    ]
-                )
-                left, right = left[keep], right[keep]
-            figures["verified_pairs"] += len(left)
-            left_parts.append(left)
-            right_parts.append(right)
-        if sum(len(part) for part in left_parts):
-            component = _components(n_nodes, np.concatenate([nodes, *left_parts]), np.concatenate([rep, *right_parts]))
+        left, right, candidates = _band_pairs(
+            node_bands[:, k], sig, first, steps=steps, threshold=threshold, verify=verify, chunk=chunk, rep=rep
+        )
+        figures["candidate_pairs"] += candidates
+        figures["verified_pairs"] += len(left)
+        if len(left):
+            component = _components(n_nodes, np.concatenate([nodes, left]), np.concatenate([rep, right]))
             _, smallest = np.unique(component, return_index=True)
             rep = smallest[component]
     return rep[node_of_row].astype(np.int64), figures
@@ -460,30 +485,10 @@ class BandEdges:
         column = np.empty(n_nodes, dtype=np.uint64)
         for lo in range(0, n_nodes, self.chunk):
             column[lo : lo + self.chunk] = band_hash(sig[first[lo : lo + self.chunk]], band, self.rows)
-        order = np.argsort(column, kind="stable")  # as :func:`cluster` sorts: the same order on any machine
-        ordered = column[order]
-        left_parts, right_parts, candidates = [], [], 0
-        for d in range(1, min(self.window if self.verify else 1, n_nodes - 1) + 1):
-            same = ordered[d:] == ordered[:-d]
-            if not same.any():
-                break
-            left, right = order[:-d][same], order[d:][same]
-            candidates += len(left)
-            if self.verify and len(left):
-                row_l, row_r = first[left], first[right]
-                keep = np.concatenate(
-                    [
-                        estimate_jaccard(sig[row_l[i : i + self.chunk]], sig[row_r[i : i + self.chunk]])
-                        >= self.threshold
-                        for i in range(0, len(left), self.chunk)
-                    ]
-                )
-                left, right = left[keep], right[keep]
-            left_parts.append(left)
-            right_parts.append(right)
-        if not left_parts:
-            return np.empty(0, np.int64), np.empty(0, np.int64), 0
-        return np.concatenate(left_parts), np.concatenate(right_parts), candidates
+        return _band_pairs(
+            column, sig, first, steps=self.window if self.verify else 1, threshold=self.threshold,
+            verify=self.verify, chunk=self.chunk,
+        )
 
 
 def cluster_by_band(
