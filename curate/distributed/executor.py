@@ -29,8 +29,14 @@ What runs where, and why the output is identical to the local executor:
     the pair arrays are byte-identical to a local run's); clusters and the decision run on the driver.
   - deita_select and subsample encode on Ray; their greedy selections search an index that grows with
     every kept row, so they run on the driver.
-  - exact_dedup collects its columns on the driver and reuses the local decision code (no distributed
-    form yet: it logs a line saying so).
+  - exact_dedup hashes the normalised texts on the driver (Polars, streaming: only ``id``, two 64-bit
+    hashes and the keep-rule columns are held), partitions the keys by hash (every copy of a text in one
+    partition, as many partitions as the cluster has CPUs) and runs the local decision code on each
+    partition as a Ray task; the driver concatenates the kept ids and losers and quarantines as locally.
+
+Counts a batch or chunk function records through its context (``ctx.count`` inside respond's model call)
+are recorded by the worker's copy of the context (:class:`_WorkerContext`), travel back beside each result
+and are added to the driver's stats in order, so the manifest's notes match a local run's.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ import io
 import json
 import logging
 import os
+import pickle
 import shutil
+import socket
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -49,7 +57,7 @@ from typing import Any
 import polars as pl
 
 from curate.distributed.models import ProxyRegistry
-from curate.errors import CurateError
+from curate.errors import ExecutorUnavailableError
 from curate.pipeline import Context, Stage, _fixed_batches
 
 log = logging.getLogger("curate")
@@ -58,6 +66,8 @@ log = logging.getLogger("curate")
 ROW_LOCAL_STAGES = frozenset({"filter"})
 #: Global stages whose signatures and per-band grouping run on the cluster; components and the decision on the driver.
 SPLIT_GLOBAL_STAGES = frozenset({"minhash_dedup"})
+#: Global stages whose keys are hash-partitioned (all copies of a key in one partition), one Ray task each.
+PARTITIONED_STAGES = frozenset({"exact_dedup"})
 #: Embedding stages with a one-shot search against a fixed index: encoding and the search run on the cluster.
 SEARCH_STAGES = frozenset({"embed_dedup", "audit"})
 #: Embedding stages whose greedy selection searches a growing index: encoding on the cluster, selection on the driver.
@@ -71,10 +81,52 @@ WINDOW_ROWS = 50_000
 BLOCK_ROWS = 20_000
 
 
-class RayUnavailableError(CurateError):
+#: Seconds to wait for a TCP connection to ``--address`` before giving up (``CURATE_RAY_CONNECT_TIMEOUT``):
+#: without the check, ``ray.init`` retries an unreachable GCS for over a minute before it fails.
+CONNECT_TIMEOUT_S = 5.0
+#: Ray's default ports: the client server of ``ray://HOST`` and the GCS of a bare ``HOST``.
+CLIENT_PORT, GCS_PORT = 10001, 6379
+
+
+class RayUnavailableError(ExecutorUnavailableError):
     """``--executor ray`` without Ray installed, or a cluster that cannot be reached."""
 
-    exit_code = 1
+
+def cluster_endpoint(address: str) -> tuple[str, int] | None:
+    """The (host, port) that ``ray.init(address)`` will connect to, or None for addresses Ray resolves itself
+    (``auto``, ``local``, other schemes).  ``ray://HOST[:PORT]`` is the Ray client (port 10001 by default),
+    ``HOST[:PORT]`` the cluster's GCS (port 6379); IPv6 hosts in brackets."""
+    if address in ("auto", "local"):
+        return None
+    client = address.startswith("ray://")
+    rest = address.removeprefix("ray://").rstrip("/")
+    if "://" in rest or not rest:
+        return None
+    host, sep, port = rest.rpartition(":")
+    if not sep or "]" in port:  # no port (an IPv6 literal ends in ']')
+        host, port = rest, str(CLIENT_PORT if client else GCS_PORT)
+    if not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str, timeout: float | None = None) -> None:
+    """Fail in seconds, with one line saying what to do, when nothing listens at ``address``."""
+    endpoint = cluster_endpoint(address)
+    if endpoint is None:
+        return
+    wait = timeout if timeout is not None else float(os.environ.get("CURATE_RAY_CONNECT_TIMEOUT", CONNECT_TIMEOUT_S))
+    try:
+        socket.create_connection(endpoint, timeout=wait).close()
+    except OSError as exc:
+        reason = f"no answer within {wait:g}s" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        kind = "Ray client server (ray://, port 10001 by default)" if address.startswith("ray://") else (
+            "Ray GCS (host:port, port 6379 by default)")
+        raise RayUnavailableError(
+            f"cannot reach the Ray cluster at {address} ({endpoint[0]}:{endpoint[1]}: {reason}); start the "
+            f"cluster (`ray start --head` on the head node), check that this machine can reach its {kind}, "
+            "or fix --address / RAY_ADDRESS (leave both unset for a local Ray)"
+        ) from exc
 
 
 def _to_ipc(df: pl.DataFrame) -> bytes:
@@ -101,10 +153,16 @@ class _BatchActor:
 
 
 def _apply_block(fn: Callable[[pl.DataFrame], pl.DataFrame], block: Any) -> Any:
+    """``fn`` of each frame of ``block``; beside each result, the counts and notes ``fn`` recorded (pickled)."""
     import pyarrow as pa
 
-    out = [_to_ipc(fn(_from_ipc(b))) for b in block.column("payload").to_pylist()]
-    return pa.table({"i": block.column("i"), "payload": pa.array(out, type=pa.large_binary())})
+    out, recorded = [], []
+    for blob in block.column("payload").to_pylist():
+        _RECORDED.clear()
+        out.append(_to_ipc(fn(_from_ipc(blob))))
+        recorded.append(pickle.dumps(list(_RECORDED.items())))
+    return pa.table({"i": block.column("i"), "payload": pa.array(out, type=pa.large_binary()),
+                     "recorded": pa.array(recorded, type=pa.large_binary())})
 
 
 def _run_tasks(block: Any, fn_blob: bytes) -> Any:
@@ -118,9 +176,10 @@ def _run_tasks(block: Any, fn_blob: bytes) -> Any:
 _SHARED: dict[str, tuple[Callable[[Any, Any], Any], Any]] = {}
 
 
-def _run_shared(token: str, shared_ref: list[Any], fn_ref: list[Any], chunk: Any) -> Any:
-    """One chunk of :meth:`RayExecutor.map_shared`; the shared value and ``fn`` are fetched and unpacked once
-    per worker process (the references travel in lists, so Ray hands them over unresolved)."""
+def _run_shared(token: str, shared_ref: list[Any], fn_ref: list[Any], chunk: Any) -> tuple[Any, list[Any]]:
+    """One chunk of :meth:`RayExecutor.map_shared`, with the counts and notes ``fn`` recorded; the shared
+    value and ``fn`` are fetched and unpacked once per worker process (the references travel in lists, so
+    Ray hands them over unresolved)."""
     if token not in _SHARED:
         import cloudpickle
         import ray
@@ -130,7 +189,34 @@ def _run_shared(token: str, shared_ref: list[Any], fn_ref: list[Any], chunk: Any
         _SHARED.clear()
         _SHARED[token] = (fn, value)
     fn, value = _SHARED[token]
-    return fn(value, chunk)
+    _RECORDED.clear()
+    result = fn(value, chunk)
+    return result, list(_RECORDED.items())
+
+
+#: Counts and notes that worker-side contexts recorded in this process while the current batch or chunk ran,
+#: as ``{(stage label, key): ("count" | "note", value)}``: cleared before each one and sent back with its result.
+_RECORDED: dict[tuple[str, str], tuple[str, Any]] = {}
+
+
+class _WorkerContext(Context):
+    """What a :class:`RayContext` captured by a batch function (``ctx.count(...)`` inside ``fn``) becomes on a
+    worker: a plain context whose counts and notes are also recorded in :data:`_RECORDED`, so they travel
+    back beside the result and the driver adds them to its stats (:meth:`RayContext.replay`), in batch
+    order, exactly as the local run's ``fn`` would have added them."""
+
+    def note(self, key: str, value: Any) -> None:
+        super().note(key, value)
+        _RECORDED[(self.stage_label, key)] = ("note", value)
+
+    def count(self, key: str, n: int) -> None:
+        super().count(key, n)
+        op, before = _RECORDED.get((self.stage_label, key), ("count", 0))
+        _RECORDED[(self.stage_label, key)] = (op, before + n)  # a note then counts: still a note, of the sum
+
+
+def _worker_context(fields: dict[str, Any]) -> _WorkerContext:
+    return _WorkerContext(**fields)
 
 
 @dataclass
@@ -147,6 +233,24 @@ class RayContext(Context):
     current_stage: Stage | None = None
     distributed = True  # global stages take their distributed form (compute_shared below)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A function shipped to Ray that closes over the context gets a :class:`_WorkerContext` there: the
+        stage label, seed, batch size and model specs, none of the driver's executor, quarantine or stats."""
+        models = ProxyRegistry(self.models.specs, self.models.base_dir, self.models.cache_dir)
+        return (_worker_context, ({"cache_dir": self.cache_dir, "seed": self.seed, "batch_size": self.batch_size,
+                                   "stage_label": self.stage_label, "models": models},))
+
+    @property
+    def parallelism(self) -> int:
+        """CPUs of the cluster: how many partitions a global stage's distributed form cuts its work into."""
+        return self.executor.cpus if self.executor is not None else 1
+
+    def replay(self, recorded: list[tuple[tuple[str, str], tuple[str, Any]]]) -> None:
+        """Apply the counts and notes a worker recorded while it ran one batch or chunk."""
+        for (label, key), (op, value) in recorded:
+            notes = self.stats.setdefault(label, {})
+            notes[key] = notes.get(key, 0) + value if op == "count" else value
+
     def compute_batches(
         self, batches: Iterable[pl.DataFrame], fn: Callable[[pl.DataFrame], pl.DataFrame]
     ) -> Iterator[pl.DataFrame]:
@@ -160,11 +264,16 @@ class RayContext(Context):
             window.append(batch)
             rows += batch.height
             if rows >= WINDOW_ROWS:
-                yield from self.executor.map_frames(window, fn, resources)
+                yield from self._replayed(self.executor.map_frames(window, fn, resources))
                 window, rows = [], 0
         if window:
-            yield from self.executor.map_frames(window, fn, resources)
+            yield from self._replayed(self.executor.map_frames(window, fn, resources))
         self.count("ray_batches", counted)
+
+    def _replayed(self, results: Iterator[tuple[Any, list[Any]]]) -> Iterator[Any]:
+        for result, recorded in results:
+            self.replay(recorded)
+            yield result
 
     def compute_shared(
         self, shared: Any, chunks: Iterable[Any], fn: Callable[[Any, Any], Any], *,
@@ -172,7 +281,7 @@ class RayContext(Context):
     ) -> Iterator[Any]:
         assert self.executor is not None
         counted = 0
-        for result in self.executor.map_shared(shared, chunks, fn, pack=pack, unpack=unpack):
+        for result in self._replayed(self.executor.map_shared(shared, chunks, fn, pack=pack, unpack=unpack)):
             counted += 1
             yield result
         self.count(f"ray_{name}", counted)
@@ -194,13 +303,14 @@ class RayExecutor:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "ignore_reinit_error": True, "logging_level": logging.WARNING}
             if self.address:
+                check_reachable(self.address)
                 kwargs["address"] = self.address
             else:
                 cpus = num_cpus or int(os.environ.get("CURATE_RAY_NUM_CPUS", "0")) or os.cpu_count() or 1
                 kwargs["num_cpus"] = cpus
             try:
                 ray.init(**kwargs)
-            except (ConnectionError, RuntimeError) as exc:
+            except (ConnectionError, RuntimeError, ValueError) as exc:  # ValueError: ray:// without ray[client]
                 raise RayUnavailableError(f"cannot start or reach Ray at {self.address or 'local'}: {exc}") from exc
             self._started = True
         import ray.data
@@ -240,8 +350,9 @@ class RayExecutor:
     # -- the work ------------------------------------------------------------------------------------------
     def map_frames(
         self, frames: list[pl.DataFrame], fn: Callable[[pl.DataFrame], pl.DataFrame], resources: _Resources
-    ) -> Iterator[pl.DataFrame]:
-        """``fn`` of each frame on an actor pool, results in order (one frame per Arrow block)."""
+    ) -> Iterator[tuple[pl.DataFrame, list[Any]]]:
+        """``fn`` of each frame on an actor pool, results in order (one frame per Arrow block), each with the
+        counts and notes ``fn`` recorded through its context (for :meth:`RayContext.replay`)."""
         import cloudpickle
         import pyarrow as pa
         import ray
@@ -267,14 +378,16 @@ class RayExecutor:
                 compute=ray.data.TaskPoolStrategy(size=size), num_cpus=1,
             )
         for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for blob in block.column("payload").to_pylist():
-                yield _from_ipc(blob)
+            for blob, recorded in zip(block.column("payload").to_pylist(), block.column("recorded").to_pylist(),
+                                      strict=True):
+                yield _from_ipc(blob), pickle.loads(recorded)
 
     def map_shared(
         self, shared: Any, chunks: Iterable[Any], fn: Callable[[Any, Any], Any], *,
         pack: Callable[[Any], Any], unpack: Callable[[Any], Any],
-    ) -> Iterator[Any]:
-        """``fn(shared, chunk)`` of each chunk as Ray tasks (1 CPU each), results in chunk order.
+    ) -> Iterator[tuple[Any, list[Any]]]:
+        """``fn(shared, chunk)`` of each chunk as Ray tasks (1 CPU each), results in chunk order (each with the
+        counts and notes ``fn`` recorded, for :meth:`RayContext.replay`).
 
         ``pack(shared)`` goes into the object store once (numpy arrays there are read without a copy) and
         each worker process unpacks it once; at most two tasks per CPU are in flight, so the driver does not
@@ -310,6 +423,9 @@ class RayExecutor:
             elif stage.name in SEARCH_STAGES:
                 where = ("ray: encoding, FAISS search over query chunks (index broadcast); "
                          "driver: vector cache, index build (once) and the decision")
+            elif stage.name in PARTITIONED_STAGES:
+                where = ("driver: normalised-text hashes; ray: group decisions, one task per hash partition; "
+                         "driver: quarantine and kept rows")
             elif stage.name in SELECTION_STAGES:
                 where = "ray: encoding; driver: vector cache and the greedy selection over its growing FAISS index"
             else:
@@ -346,7 +462,7 @@ class RayExecutor:
         scratch.mkdir(parents=True)
         self._scratch.append(scratch)
         data_paths, q_paths = [], []
-        for i, packed in enumerate(self.map_frames(blocks, run_block, _Resources(self.cpus, 0.0))):
+        for i, (packed, _) in enumerate(self.map_frames(blocks, run_block, _Resources(self.cpus, 0.0))):
             row = packed.row(0, named=True)
             data_paths.append(scratch / f"data-{i:06d}.parquet")
             _from_ipc(row["data"]).write_parquet(data_paths[-1])

@@ -63,7 +63,8 @@ class Respond(Stage):
         model_name = str(getattr(llm, "name", self.model))
         key = model_key(self.fingerprint(), ctx.models.fingerprint(self.model), "respond")
         sampling = Sampling(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, n=self.n)
-        stats = {"truncated": 0, "tokens": 0, "responses": 0}
+        for name in ("truncated", "tokens", "responses"):
+            ctx.note(name, 0)  # counts of this call's freshly generated batches (cached ones add nothing)
 
         def existing(row: dict[str, Any]) -> list[dict[str, Any]]:
             if not self.append:
@@ -88,6 +89,7 @@ class Respond(Stage):
             seeded = dataclasses.replace(sampling, seed=batch_seed(self.seed, batch["id"].to_list()))
             outputs = llm.chat([prompts[i] for i in todo], seeded) if todo else []
             generated: dict[int, list[dict[str, Any]]] = {}
+            stats = {"truncated": 0, "tokens": 0, "responses": 0}
             for i, gens in zip(todo, outputs, strict=True):
                 generated[i] = []
                 for gen in gens:
@@ -107,6 +109,10 @@ class Respond(Stage):
                     rejects.append("the model gave no non-empty response")
                 else:
                     rejects.append(None)
+            for name, value in stats.items():
+                # through ctx, not a closure variable: on Ray this runs on a worker, and the counts a worker's
+                # context records come back with the batch (curate.distributed.executor._WorkerContext)
+                ctx.count(name, int(value))
             return batch.with_columns(
                 pl.Series("_prompt", new_prompts, dtype=MESSAGES),
                 pl.Series("_responses", new_responses, dtype=RESPONSES),
@@ -114,8 +120,6 @@ class Respond(Stage):
             )
 
         done = ctx.map_batches(lf, run, key, batch_size=self.batch_size, desc=f"{ctx.stage_label} ({model_name})")
-        for name, value in stats.items():
-            ctx.note(name, value)  # counts of this run's freshly generated batches (cached ones add nothing)
         ctx.quarantine(done.filter(pl.col("_reject").is_not_null()).drop("_prompt", "_responses"), pl.col("_reject"))
         good = done.filter(pl.col("_reject").is_null())
         content = {"conversation": ("messages",), "candidates": ("prompt", "responses"),
