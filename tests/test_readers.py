@@ -297,3 +297,11 @@ def test_real_scalar_lines_are_bad_lines(shared_data: Path) -> None:
 def test_real_squad_file_is_rejected_clearly(shared_data: Path) -> None:
     with pytest.raises(InputDataError, match=r"xquad\.en\.json: the top level is a JSON object with keys"):
         read_raw(shared_data / "xquad/xquad.en.json")
+
+
+def test_empty_objects_next_to_an_unreadable_line_keep_their_rows(tmp_path: Path) -> None:
+    # Polars rejects the huge number, so the reader bisects; halves of `{}` lines have rows but no columns.
+    path = write_lines(tmp_path / "d.jsonl", ["{}", "{}", '{"a": 1234567890123456789012345678901234567890123}', "{}"])
+    raw = read_raw(path)
+    assert raw.frame.collect()["_line"].to_list() == [1, 2, 4]
+    assert raw.bad_lines["_line"].to_list() == [3]

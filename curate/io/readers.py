@@ -22,20 +22,31 @@ Type drift: Polars silently turns a JSON field whose type varies between rows in
 than most rows go to ``bad_lines`` ("column 'output': expected a string (as in most rows), got a number: 42").
 Drift nested inside lists/objects is left to Polars' rule (text), except message ``content`` that is a string
 in some messages and a list of parts in others (OpenAI logs): strings are then wrapped as one text part.
+
+Streaming: a JSONL or CSV/TSV file larger than :data:`BLOCK_BYTES` (decompressed) is read in blocks cut at a
+line end (see ``_read_jsonl_blocks``): each block is parsed as above and spilled to Parquet in a
+temporary folder, and ``frame`` scans the spilled blocks, so memory stays bounded by a block, not the file.
+The result is the same as reading the whole file at once: decisions that depend on every row (which type a
+drifting column should have, whether message contents need wrapping, each column's final type) are taken
+after a first pass, and only the blocks they change are read again.
 """
 
 from __future__ import annotations
 
+import atexit
 import csv
 import gzip
 import io
 import json
+import os
 import re
+import shutil
+import tempfile
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import polars as pl
 import pyarrow.json as pa_json
@@ -59,6 +70,9 @@ BAD_LINES_SCHEMA: dict[str, pl.DataType] = {"_line": pl.Int64(), "reason": pl.St
 _BOM = b"\xef\xbb\xbf"
 # A blank (or whitespace-only) line before some data line: it shifts Polars' row numbers off the lines.
 _BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r]*\n")
+#: Files larger than this (decompressed) are read in blocks of about this size and spilled to Parquet.
+#: Tests lower it to exercise many blocks on small files.
+BLOCK_BYTES = 32 << 20
 
 
 @dataclass
@@ -73,6 +87,9 @@ class RawInput:
     frame: pl.LazyFrame
     bad_lines: pl.DataFrame
     format: str = ""
+    #: The folder holding the spilled blocks that ``frame`` scans (streamed inputs only).  It lives until the
+    #: process exits, because derived lazy frames keep reading it; a caller done with them may delete it.
+    spill: Path | None = field(default=None, repr=False)
 
 
 def supported_extensions() -> str:
@@ -106,7 +123,9 @@ def read_raw(path: str | Path) -> RawInput:
         raise InputDataError(f"{p}: unsupported file type (supported: {supported_extensions()})")
     if fmt == "parquet":
         return _read_parquet(p)
-    data = _read_bytes(p)
+    data = _read_head(p) if fmt in ("jsonl", "csv", "tsv") else _read_bytes(p)
+    if data is None:  # larger than one block: stream it
+        return _read_jsonl_blocks(p, fmt) if fmt == "jsonl" else _read_csv(p, None, fmt)
     if not data.strip() or data.strip() == _BOM:
         raise InputDataError(f"{p} has no rows (the file is empty)")
     reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "tsv": _read_csv}[fmt]
@@ -125,6 +144,20 @@ def _read_bytes(p: Path) -> bytes:
             with gzip.open(p, "rb") as fh:
                 return fh.read()
         return p.read_bytes()
+    except (OSError, EOFError) as exc:
+        raise InputDataError(f"{p}: cannot read the file ({exc})") from exc
+
+
+def _open(p: Path) -> IO[bytes]:
+    return gzip.open(p, "rb") if p.suffix.lower() == ".gz" else p.open("rb")
+
+
+def _read_head(p: Path) -> bytes | None:
+    """The whole (decompressed) file when it fits in one block, else None (then it is streamed)."""
+    try:
+        with _open(p) as fh:
+            head = fh.read(BLOCK_BYTES)
+            return None if fh.read(1) else head
     except (OSError, EOFError) as exc:
         raise InputDataError(f"{p}: cannot read the file ({exc})") from exc
 
@@ -195,24 +228,132 @@ def _check_type_drift(data: bytes) -> None:
             raise _TypeDrift(str(exc)) from exc
 
 
+@dataclass
+class _Facts:
+    """Decisions that depend on every row of a file, imposed on one block of it.
+
+    ``expected``: the JSON kind most rows have, per top-level field whose kind varies; ``wrap``: list
+    fields whose message contents mix strings and part lists (None: the block's own); ``schema``: every
+    data column's final type (None: the block's own).
+    """
+
+    expected: dict[str, str]
+    wrap: frozenset[str] | None = None
+    schema: pl.Schema | None = None
+
+
+@dataclass
+class _Block:
+    """One parsed block (or a whole small file): its rows and what the file-wide decisions need from it."""
+
+    frame: pl.DataFrame  # data columns, then _line
+    bad: list[tuple[int, str, str]]
+    kinds: dict[str, Counter[str]]  # JSON kinds of the non-null top-level values of every parsed line
+    content: dict[str, set[type]]  # message ``content`` types per list field, over the kept lines
+    wrapped: frozenset[str]  # fields whose string contents were wrapped as a text part
+
+
 def _read_jsonl(p: Path, data: bytes, fmt: str = "jsonl") -> RawInput:
-    if not data.startswith(_BOM) and not _BLANK_LINE.search(data.rstrip()):
+    block = _parse_block(data, 1)
+    return RawInput(p, _block_frame(block.frame), _bad_frame(block.bad), fmt)
+
+
+def _block_frame(frame: pl.DataFrame) -> pl.LazyFrame:
+    return frame.lazy() if frame.height else _empty_frame()
+
+
+def _parse_block(data: bytes, first: int, facts: _Facts | None = None) -> _Block:
+    """Parse JSON Lines whose first line is line ``first`` of the file: Polars when clean, else line by line.
+
+    With ``facts`` (a block read again after the whole file was seen) the careful path always runs, so
+    that the file-wide decisions apply exactly as when the whole file goes through it.
+    """
+    if not data.strip():
+        return _Block(pl.DataFrame(schema={"_line": pl.Int64}), [], {}, {}, frozenset())
+    if facts is None and not data.startswith(_BOM) and not _BLANK_LINE.search(data.rstrip()):
         try:
             frame = pl.read_ndjson(data, infer_schema_length=None)
             _check_type_drift(data)
-            return RawInput(p, _with_lines(frame), _bad_frame([]), fmt)
         except (pl.exceptions.PolarsError, _TypeDrift):
             pass
-    return _read_jsonl_lines(p, data, fmt)
+        else:
+            kinds = _frame_kinds(frame, data)
+            frame = frame.drop([c for c in ("_line", "_file") if c in frame.columns]).with_columns(
+                pl.int_range(first, first + pl.len(), dtype=pl.Int64).alias("_line")
+            )
+            return _Block(frame, [], kinds, _frame_content(frame), frozenset())
+    return _parse_lines(data, first, facts)
 
 
-def _read_jsonl_lines(p: Path, data: bytes, fmt: str) -> RawInput:
+def _frame_kinds(frame: pl.DataFrame, data: bytes) -> dict[str, Counter[str]]:
+    """:func:`_kind_counts` for a frame Polars read from clean JSON ``data`` (each column has one kind).
+
+    Fields come in the order of their first non-null value, ties in that line's key order, as
+    :func:`_kind_counts` gives them (it decides which column a row drifting in two is reported for).
+    """
+    counts = {
+        name: (kind, frame.height - frame.get_column(name).null_count())
+        for name, dtype in frame.schema.items()
+        if (kind := _dtype_kind(dtype)) and frame.get_column(name).null_count() < frame.height
+    }
+    if not counts:
+        return {}
+    firsts = frame.select(pl.col(list(counts)).is_not_null().arg_max()).row(0)
+    first_row = dict(zip(counts, firsts, strict=True))
+    key_order: dict[int, list[str]] = {}
+    for row in sorted(set(firsts)):
+        if firsts.count(row) > 1:
+            key_order[row] = list(json.loads(_nth_line(data, row)))
+    ranked = sorted(
+        counts,
+        key=lambda n: (first_row[n], key_order[first_row[n]].index(n) if first_row[n] in key_order else 0),
+    )
+    return {name: Counter({counts[name][0]: counts[name][1]}) for name in ranked}
+
+
+def _nth_line(data: bytes, n: int) -> bytes:
+    """Line ``n`` (0-based) of ``data``."""
+    start = 0
+    for _ in range(n):
+        start = data.index(b"\n", start) + 1
+    end = data.find(b"\n", start)
+    return data[start : end if end >= 0 else len(data)]
+
+
+def _dtype_kind(dtype: pl.DataType) -> str | None:
+    """The JSON kind of a column Polars read from clean JSON (one kind per column), None for all-null."""
+    if dtype == pl.String:
+        return "a string"
+    if dtype == pl.Boolean:
+        return "a boolean"
+    if isinstance(dtype, pl.Struct):
+        return "an object"
+    if isinstance(dtype, pl.List | pl.Array):
+        return "an array"
+    return "a number" if dtype.is_numeric() else None
+
+
+def _frame_content(frame: pl.DataFrame) -> dict[str, set[type]]:
+    """:func:`_content_kinds` for a frame Polars read from clean JSON (each field has one type)."""
+    out: dict[str, set[type]] = {}
+    for name, dtype in frame.schema.items():
+        if not (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)):
+            continue
+        fields = {f.name: f.dtype for f in dtype.inner.fields}
+        content = fields.get("content")
+        kind = str if content == pl.String else list if isinstance(content, pl.List) else None
+        if kind is not None and frame.get_column(name).explode().struct.field("content").drop_nulls().len():
+            out[name] = {kind}
+    return out
+
+
+def _parse_lines(data: bytes, first: int, facts: _Facts | None) -> _Block:
     """The careful path: parse each line, keep the bad ones with a reason, read the good ones."""
     objects: list[dict[str, Any]] = []
     numbers: list[int] = []
     texts: list[str] = []
     bad: list[tuple[int, str, str]] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    for number, raw in enumerate(data.split(b"\n"), start=first):
         line = raw.strip()
         if number == 1 and line.startswith(_BOM):
             line = line[len(_BOM) :].strip()
@@ -237,7 +378,7 @@ def _read_jsonl_lines(p: Path, data: bytes, fmt: str) -> RawInput:
         objects.append(value)
         numbers.append(number)
         texts.append(text)
-    return _from_objects(p, objects, numbers, texts, bad, fmt)
+    return _parse_objects(objects, numbers, texts, bad, facts)
 
 
 def _from_objects(
@@ -248,39 +389,76 @@ def _from_objects(
     bad: list[tuple[int, str, str]],
     fmt: str,
 ) -> RawInput:
-    """Build the frame from parsed objects (their JSON ``texts``), moving type-drifting rows to ``bad``."""
-    drift = _type_drift(objects)
+    block = _parse_objects(objects, numbers, texts, bad, None)
+    return RawInput(p, _block_frame(block.frame), _bad_frame(block.bad), fmt)
+
+
+def _parse_objects(
+    objects: list[dict[str, Any]],
+    numbers: list[int],
+    texts: list[str],
+    bad: list[tuple[int, str, str]],
+    facts: _Facts | None,
+) -> _Block:
+    """Build the frame from parsed objects (their JSON ``texts``), moving type-drifting rows to ``bad``.
+
+    The drift and content decisions are this block's own, or the whole file's when ``facts`` is given.
+    """
+    kinds = _kind_counts(objects)
+    drift = _type_drift(objects, facts.expected if facts else _expected_kinds(kinds))
     keep = [i for i in range(len(objects)) if i not in drift]
     bad.extend((numbers[i], drift[i], texts[i]) for i in drift)
-    if _unify_message_content([objects[i] for i in keep]):
+    kept = [objects[i] for i in keep]
+    content = _content_kinds(kept)
+    wrap = facts.wrap if facts and facts.wrap is not None else _mixed(content)
+    wrapped = _wrap_content(kept, wrap)
+    if wrapped:
         texts = [
             json.dumps(o, ensure_ascii=False) if i not in drift else t
             for i, (o, t) in enumerate(zip(objects, texts, strict=True))
         ]
     good_texts = [texts[i] for i in keep]
     good_numbers = [numbers[i] for i in keep]
-    frame, unreadable = _ndjson_frame(good_texts)
+    frame, unreadable = _ndjson_frame(good_texts, facts.schema if facts else None)
     if unreadable:
         bad.extend((good_numbers[i], reason, good_texts[i]) for i, reason in unreadable.items())
         good_numbers = [n for i, n in enumerate(good_numbers) if i not in unreadable]
     bad.sort(key=lambda row: row[0])
-    lf = _with_lines(frame, good_numbers) if good_numbers else _empty_frame()
-    return RawInput(p, lf, _bad_frame(bad), fmt)
+    if good_numbers:
+        frame = frame.drop([c for c in ("_line", "_file") if c in frame.columns]).with_columns(
+            pl.Series("_line", good_numbers, dtype=pl.Int64)
+        )
+    else:
+        frame = pl.DataFrame(schema={"_line": pl.Int64})
+    return _Block(frame, bad, kinds, content, wrapped)
 
 
-def _type_drift(objects: list[dict[str, Any]]) -> dict[int, str]:
-    """Rows whose top-level value has a different JSON type than most rows' value in that column."""
+def _mixed(content: dict[str, set[type]]) -> frozenset[str]:
+    return frozenset(key for key, types in content.items() if types == {str, list})
+
+
+def _kind_counts(objects: list[dict[str, Any]]) -> dict[str, Counter[str]]:
+    """How often each top-level field holds each JSON kind (nulls not counted), fields in first-seen order."""
     kinds: dict[str, Counter[str]] = {}
     for obj in objects:
         for key, value in obj.items():
             if value is not None:
                 kinds.setdefault(key, Counter())[_kind(value)] += 1
+    return kinds
+
+
+def _expected_kinds(kinds: dict[str, Counter[str]]) -> dict[str, str]:
+    """For each field with more than one kind, the kind of most rows (ties: string, object, array, ...)."""
     order = ["a string", "an object", "an array", "a number", "a boolean"]
-    expected = {
+    return {
         key: max(counts, key=lambda k: (counts[k], -order.index(k)))
         for key, counts in kinds.items()
         if len(counts) > 1
     }
+
+
+def _type_drift(objects: list[dict[str, Any]], expected: dict[str, str]) -> dict[int, str]:
+    """Rows whose top-level value has a different JSON type than ``expected`` (most rows') for its field."""
     drift: dict[int, str] = {}
     if not expected:
         return drift
@@ -294,14 +472,9 @@ def _type_drift(objects: list[dict[str, Any]]) -> dict[int, str]:
     return drift
 
 
-def _unify_message_content(objects: list[dict[str, Any]]) -> bool:
-    """Wrap string contents as ``[{type: text, text}]`` where other messages of the column use part lists.
-
-    OpenAI-style logs mix both (a string system prompt, a list of parts for the user); Polars would turn the
-    lists into JSON text.  Wrapping is lossless: the adapters join text parts back into the same string.
-    Returns whether anything changed.
-    """
-    mixed: list[str] = []
+def _content_kinds(objects: list[dict[str, Any]]) -> dict[str, set[type]]:
+    """Per list field, the types (str, list) of its messages' ``content`` values."""
+    out: dict[str, set[type]] = {}
     for key in {k for obj in objects for k, v in obj.items() if isinstance(v, list)}:
         kinds = {
             type(m["content"])
@@ -310,31 +483,243 @@ def _unify_message_content(objects: list[dict[str, Any]]) -> bool:
             for m in obj[key]
             if isinstance(m, dict) and isinstance(m.get("content"), str | list)
         }
-        if kinds == {str, list}:
-            mixed.append(key)
-    for key in mixed:
+        if kinds:
+            out[key] = kinds
+    return out
+
+
+def _wrap_content(objects: list[dict[str, Any]], keys: frozenset[str]) -> frozenset[str]:
+    """Wrap string contents as ``[{type: text, text}]`` in the messages of ``keys`` (fields that mix both).
+
+    OpenAI-style logs mix both (a string system prompt, a list of parts for the user); Polars would turn the
+    lists into JSON text.  Wrapping is lossless: the adapters join text parts back into the same string.
+    Returns the fields where something changed.
+    """
+    changed: set[str] = set()
+    for key in keys:
         for obj in objects:
-            for m in obj.get(key) or []:
+            value = obj.get(key)
+            for m in value if isinstance(value, list) else []:
                 if isinstance(m, dict) and isinstance(m.get("content"), str):
                     m["content"] = [{"type": "text", "text": m["content"]}]
-    return bool(mixed)
+                    changed.add(key)
+    return frozenset(changed)
 
 
-def _ndjson_frame(texts: list[str]) -> tuple[pl.DataFrame, dict[int, str]]:
+def _ndjson_frame(texts: list[str], schema: pl.Schema | None = None) -> tuple[pl.DataFrame, dict[int, str]]:
     """Read JSON texts with Polars; isolate lines Polars rejects (huge ints, ...) by bisection."""
     if not texts:
         return pl.DataFrame(), {}
     try:
-        return pl.read_ndjson("\n".join(texts).encode(), infer_schema_length=None), {}
+        return pl.read_ndjson("\n".join(texts).encode(), schema=schema, infer_schema_length=None), {}
     except pl.exceptions.PolarsError as exc:
         if len(texts) == 1:
             return pl.DataFrame(), {0: f"unreadable JSON value: {str(exc).splitlines()[0]}"}
     half = len(texts) // 2
-    left, left_bad = _ndjson_frame(texts[:half])
-    right, right_bad = _ndjson_frame(texts[half:])
+    left, left_bad = _ndjson_frame(texts[:half], schema)
+    right, right_bad = _ndjson_frame(texts[half:], schema)
     unreadable = {**left_bad, **{half + i: reason for i, reason in right_bad.items()}}
-    frames = [f for f in (left, right) if f.width]
-    return (pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()), unreadable
+    if not left.width and not right.width:  # only `{}` lines: rows without columns
+        return pl.DataFrame({"_": [None] * (left.height + right.height)}).drop("_"), unreadable
+    # A half of `{}` lines has rows but no columns, and Polars' concat would drop its rows.
+    left = left if left.width else right.clear(left.height)
+    right = right if right.width else left.clear(right.height)
+    return pl.concat([left, right], how="diagonal_relaxed"), unreadable
+
+
+# -- JSON Lines, streamed --------------------------------------------------------------------------------
+#
+# Pass 1 parses each block on its own (as above) and spills it.  The decisions that need the whole file are
+# then taken from what the blocks report (kinds per field, message content types, schemas), and only the
+# blocks those decisions change are read again: a pass for blocks with lines of a minority type, one for
+# blocks whose message contents must be wrapped, one for blocks whose values Polars must read as text (a
+# nested number in a field that is text elsewhere).  Each pass stops after the last block it needs.  A
+# missing column, an all-null one or ints next to floats need no re-read: the final concatenation casts
+# them, as Polars does when it reads the whole file.
+#
+# Not reproduced: nested values Polars cannot read together at all (a number in one line, an object in
+# another, under the same nested key).  The whole-file path then splits the file in halves until each part
+# reads, so its result depends on where those lines sit; blocks give such a field the type text.
+
+
+@dataclass
+class _Spilled:
+    """A parsed block on disk, with what the file-wide decisions need from it."""
+
+    path: Path | None  # None when the block has no rows
+    schema: pl.Schema  # data columns, without _line
+    bad: list[tuple[int, str, str]]
+    kinds: dict[str, Counter[str]]
+    content: dict[str, set[type]]
+    wrapped: frozenset[str]
+
+    def drifts(self, expected: dict[str, str]) -> bool:
+        """Whether some line has a top-level value of another kind than most of the file's lines."""
+        return any(kind != want for key, want in expected.items() for kind in self.kinds.get(key, ()))
+
+    def wraps_otherwise(self, wrap: frozenset[str]) -> bool:
+        """Whether the file-wide content wrapping changes this block's rows."""
+        strings = {key for key, types in self.content.items() if str in types}
+        return (wrap & strings) != self.wrapped
+
+
+def _read_jsonl_blocks(p: Path, fmt: str) -> RawInput:
+    """Stream a large JSON Lines file: parse it block by block into Parquet files and scan those."""
+    spill = _spill_folder()
+    blocks: list[_Spilled] = []
+    has_content = False
+    for index, (first, data) in _each_block(p):
+        has_content = has_content or data.strip() not in (b"", _BOM)
+        blocks.append(_spill(_parse_block(data, first), spill / f"block-{index:06d}"))
+    if not has_content:
+        raise InputDataError(f"{p} has no rows (the file is empty)")
+    # Drift first (which lines are kept), then content wrapping (over the kept lines), then types.
+    kinds: dict[str, Counter[str]] = {}
+    for block in blocks:
+        for key, counts in block.kinds.items():
+            kinds.setdefault(key, Counter()).update(counts)
+    facts = _Facts(_expected_kinds(kinds))
+    _reread(p, {i for i, b in enumerate(blocks) if b.drifts(facts.expected)}, facts, blocks, spill)
+    content: dict[str, set[type]] = {}
+    for block in blocks:
+        for key, types in block.content.items():
+            content.setdefault(key, set()).update(types)
+    facts.wrap = _mixed(content)
+    _reread(p, {i for i, b in enumerate(blocks) if b.wraps_otherwise(facts.wrap)}, facts, blocks, spill)
+    facts.schema = _merge_schemas([b.schema for b in blocks if b.path is not None])
+    textual = {i for i, b in enumerate(blocks) if b.path and _needs_reread(b.schema, facts.schema)}
+    _reread(p, textual, facts, blocks, spill)
+    scans = [_scan(b.path) for b in blocks if b.path is not None]
+    bad = _bad_frame(sorted((row for b in blocks for row in b.bad), key=lambda row: row[0]))
+    if not scans:
+        if bad.is_empty():
+            raise InputDataError(f"{p} has no rows")
+        return RawInput(p, _empty_frame(), bad, fmt, spill)
+    frame = pl.concat(scans, how="diagonal_relaxed").select(*facts.schema.names(), "_line")
+    if frame.collect_schema() != pl.Schema({**facts.schema, "_line": pl.Int64()}):
+        frame = frame.cast(dict(facts.schema))  # the concatenation's struct fields follow a later block
+    return RawInput(p, frame, bad, fmt, spill)
+
+
+def _each_block(p: Path) -> Iterator[tuple[int, tuple[int, bytes]]]:
+    """``(index, (first line number, block))`` over the (decompressed) file, cut after a newline."""
+    try:
+        with _open(p) as fh:
+            yield from enumerate(_blocks(fh, BLOCK_BYTES))
+    except (OSError, EOFError) as exc:
+        raise InputDataError(f"{p}: cannot read the file ({exc})") from exc
+
+
+def _blocks(fh: IO[bytes], size: int) -> Iterator[tuple[int, bytes]]:
+    """Blocks of about ``size`` bytes ending in a newline (a longer line makes a longer block)."""
+    line, pending = 1, []
+    while chunk := fh.read(size):
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            pending.append(chunk)
+            continue
+        block = b"".join([*pending, chunk[: cut + 1]])
+        pending = [chunk[cut + 1 :]]
+        yield line, block
+        line += block.count(b"\n")
+    tail = b"".join(pending)
+    if tail:
+        yield line, tail
+
+
+def _reread(p: Path, indices: set[int], facts: _Facts, blocks: list[_Spilled], spill: Path) -> None:
+    """Parse the blocks at ``indices`` again under the file-wide ``facts``, replacing their spilled files."""
+    if not indices:
+        return
+    for index, (first, data) in _each_block(p):
+        if index in indices:
+            if blocks[index].path is not None:
+                blocks[index].path.unlink()
+            blocks[index] = _spill(_parse_block(data, first, facts), spill / f"block-{index:06d}")
+            if index == max(indices):
+                return
+
+
+def _spill(block: _Block, stem: Path) -> _Spilled:
+    """Write the block's rows to ``stem``.parquet (Arrow IPC when Parquet cannot hold a type: ``{}``)."""
+    schema = pl.Schema({k: v for k, v in block.frame.schema.items() if k != "_line"})
+    path: Path | None = None
+    if block.frame.height:
+        path = stem.with_suffix(".parquet")
+        try:
+            block.frame.write_parquet(path)
+        except pl.exceptions.InvalidOperationError:  # a struct with no fields (always-empty objects)
+            path.unlink(missing_ok=True)
+            path = stem.with_suffix(".arrow")
+            block.frame.write_ipc(path, compression="lz4")
+    return _Spilled(path, schema, block.bad, block.kinds, block.content, block.wrapped)
+
+
+def _scan(path: Path) -> pl.LazyFrame:
+    return pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_ipc(path)
+
+
+def _merge_schemas(schemas: list[pl.Schema]) -> pl.Schema:
+    """The type each column gets when Polars reads all blocks' lines at once (columns in first-seen order)."""
+    merged: dict[str, pl.DataType] = {}
+    for schema in schemas:
+        for name, dtype in schema.items():
+            merged[name] = _merge_dtype(merged[name], dtype) if name in merged else dtype
+    return pl.Schema(merged)
+
+
+def _merge_dtype(a: pl.DataType, b: pl.DataType) -> pl.DataType:
+    """Polars' JSON inference rule: null gives way, ints widen to floats, objects merge, else text."""
+    if a == b or b == pl.Null:
+        return a
+    if a == pl.Null:
+        return b
+    if a.is_numeric() and b.is_numeric():  # Int64, Int128 (huge ints), Float64
+        empty = [pl.DataFrame(schema={"x": t}) for t in (a, b)]
+        return pl.concat(empty, how="vertical_relaxed").schema["x"]
+    if isinstance(a, pl.Struct) and isinstance(b, pl.Struct):
+        fields = {f.name: f.dtype for f in a.fields}
+        for f in b.fields:
+            fields[f.name] = _merge_dtype(fields[f.name], f.dtype) if f.name in fields else f.dtype
+        return pl.Struct(fields)
+    if isinstance(a, pl.List) and isinstance(b, pl.List):
+        return pl.List(_merge_dtype(a.inner, b.inner))
+    return pl.String()
+
+
+def _needs_reread(src: pl.DataType | pl.Schema, dst: pl.DataType | pl.Schema) -> bool:
+    """Whether a block typed ``src`` must be read again as ``dst`` (a cast would not give Polars' text)."""
+    if isinstance(src, pl.Schema) and isinstance(dst, pl.Schema):
+        return any(_needs_reread(t, dst[name]) for name, t in src.items())
+    if src == dst or src == pl.Null:
+        return False
+    if isinstance(src, pl.Struct) and isinstance(dst, pl.Struct):
+        fields = {f.name: f.dtype for f in dst.fields}
+        return any(_needs_reread(f.dtype, fields[f.name]) for f in src.fields)
+    if isinstance(src, pl.List) and isinstance(dst, pl.List):
+        return _needs_reread(src.inner, dst.inner)
+    return not (src.is_numeric() and dst.is_float())
+
+
+_spill_root: Path | None = None
+
+
+def _spill_folder() -> Path:
+    """A new folder for one input's blocks, under a per-process folder removed when the process exits.
+
+    Not tied to the :class:`RawInput`: lazy frames derived from ``frame`` (the adapters', the runner's)
+    outlive it and still read the blocks.
+    """
+    global _spill_root
+    if _spill_root is None or not _spill_root.is_dir():
+        _spill_root = Path(tempfile.mkdtemp(prefix="curate-spill-"))
+        atexit.register(_remove_spill_root, _spill_root, os.getpid())
+    return Path(tempfile.mkdtemp(prefix="input-", dir=_spill_root))
+
+
+def _remove_spill_root(root: Path, owner: int) -> None:
+    if os.getpid() == owner:  # not from a forked child that inherited the handler
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- JSON documents --------------------------------------------------------------------------------------
@@ -408,18 +793,32 @@ def _has_surrogates(value: Any) -> bool:
 # -- CSV / TSV -------------------------------------------------------------------------------------------
 
 
-def _read_csv(p: Path, data: bytes, fmt: str) -> RawInput:
+def _read_csv(p: Path, data: bytes | None, fmt: str) -> RawInput:
     """Python's csv module (C speed): exact start lines, strict field counts, blank lines skipped.
 
     Polars' CSV reader would silently fill short rows with nulls and turn blank lines into all-null rows.
-    All values are strings (CSV has no types); an empty field is null.
+    All values are strings (CSV has no types); an empty field is null.  ``data`` None: the file is larger
+    than a block, and is decoded as a stream with the rows spilled to Parquet every ``BLOCK_BYTES``.
     """
-    text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
+    if data is not None:
+        text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+        return _read_csv_text(p, io.StringIO(text, newline=""), fmt, None)
+    try:
+        with _open(p) as fh:
+            stream = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
+            return _read_csv_text(p, stream, fmt, _spill_folder())
+    except (OSError, EOFError) as exc:
+        raise InputDataError(f"{p}: cannot read the file ({exc})") from exc
+
+
+def _read_csv_text(p: Path, stream: IO[str], fmt: str, spill: Path | None) -> RawInput:
+    reader = csv.reader(stream, delimiter="\t" if fmt == "tsv" else ",")
     header: list[str] | None = None
     rows: list[list[str]] = []
     numbers: list[int] = []
     bad: list[tuple[int, str, str]] = []
+    spilled: list[Path] = []
+    size = 0
     last = 0
     try:
         for record in reader:
@@ -445,17 +844,34 @@ def _read_csv(p: Path, data: bytes, fmt: str) -> RawInput:
             else:
                 rows.append(record)
                 numbers.append(start)
+                size += len(raw)
+                if spill is not None and size >= BLOCK_BYTES:
+                    spilled.append(_spill_csv_rows(header, rows, numbers, spill / f"block-{len(spilled):06d}"))
+                    rows, numbers, size = [], [], 0
     except csv.Error as exc:
         bad.append((last + 1, f"malformed CSV: {exc}", ""))
     if header is None:
         raise InputDataError(f"{p} has no rows (no header line)")
+    if spilled:
+        if rows:
+            spilled.append(_spill_csv_rows(header, rows, numbers, spill / f"block-{len(spilled):06d}"))
+        return RawInput(p, pl.scan_parquet(spilled), _bad_frame(bad), fmt, spill)
     if not rows:
         if not bad:
             raise InputDataError(f"{p} has no rows (only a header)")
-        return RawInput(p, _empty_frame(), _bad_frame(bad), fmt)
+        return RawInput(p, _empty_frame(), _bad_frame(bad), fmt, spill)
+    return RawInput(p, _with_lines(_csv_frame(header, rows), numbers), _bad_frame(bad), fmt, spill)
+
+
+def _csv_frame(header: list[str], rows: list[list[str]]) -> pl.DataFrame:
     columns = {name: [r[i] or None for r in rows] for i, name in enumerate(header)}
-    frame = pl.DataFrame(columns, schema=dict.fromkeys(header, pl.String))
-    return RawInput(p, _with_lines(frame, numbers), _bad_frame(bad), fmt)
+    return pl.DataFrame(columns, schema=dict.fromkeys(header, pl.String))
+
+
+def _spill_csv_rows(header: list[str], rows: list[list[str]], numbers: list[int], stem: Path) -> Path:
+    path = stem.with_suffix(".parquet")
+    _csv_frame(header, rows).with_columns(pl.Series("_line", numbers, dtype=pl.Int64)).write_parquet(path)
+    return path
 
 
 def _dedupe(names: list[str]) -> list[str]:
