@@ -25,7 +25,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         raise InputDataError(f"{run_dir}: no manifest.json (not a finished run directory)")
     manifest = json.loads(manifest_path.read_text())
     output = (manifest.get("output") or {}).get("path")
-    data = pl.read_parquet(run_dir / output) if output and (run_dir / output).is_file() else None
+    # Lazy: each section reads the columns it needs and reduces them (lengths, scores, counts) while streaming,
+    # so a million-row run's report holds numbers, not texts (a full read held GBs).
+    data = pl.scan_parquet(run_dir / output) if output and (run_dir / output).is_file() else None
     parts = [
         sections.funnel(run_dir, manifest),
         sections.lengths(run_dir, manifest, data),

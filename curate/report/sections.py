@@ -26,26 +26,39 @@ _EXAMPLES = 4
 _TEXT_CHARS = 600
 
 
-def _read(path: Path) -> pl.DataFrame | None:
-    return pl.read_parquet(path) if path.is_file() else None
+def _scan(path: Path) -> pl.LazyFrame | None:
+    return pl.scan_parquet(path) if path.is_file() else None
 
 
-def _read_stage_output(run_dir: Path, manifest: dict[str, Any]) -> pl.DataFrame | None:
+def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
+    """Collect with the streaming engine: sections reduce texts to numbers, so memory stays bounded by the
+    result, whatever the number of rows."""
+    return lf.collect(engine="streaming")
+
+
+def _columns(lf: pl.LazyFrame | None) -> list[str]:
+    return lf.collect_schema().names() if lf is not None else []
+
+
+def _read_stage_output(run_dir: Path, manifest: dict[str, Any]) -> pl.LazyFrame | None:
     """The rows as read (the read stage's cached output), or None when that cache is gone."""
     stages = manifest.get("stages", [])
     if not stages or not stages[0].get("cache_dir"):
         return None
-    return _read(run_dir / "cache" / "stages" / stages[0]["cache_dir"] / "data.parquet")
+    return _scan(run_dir / "cache" / "stages" / stages[0]["cache_dir"] / "data.parquet")
 
 
-def _lengths(df: pl.DataFrame) -> tuple[list[int], list[int]] | None:
+def _lengths(lf: pl.LazyFrame) -> tuple[list[int], list[int]] | None:
     """Prompt chars per row and response chars per response, via the shared schema expressions."""
     try:
-        table_name = detect_table(df.collect_schema())
+        table_name = detect_table(lf.collect_schema())
     except InputDataError:
         return None
-    texts = df.select(prompt_text(table_name).str.len_chars().alias("p"), response_texts(table_name).alias("r"))
-    return texts["p"].drop_nulls().to_list(), texts["r"].explode().str.len_chars().drop_nulls().to_list()
+    sizes = _collect(lf.select(
+        prompt_text(table_name).str.len_chars().alias("p"),
+        response_texts(table_name).list.eval(pl.element().str.len_chars()).alias("r"),
+    ))
+    return sizes["p"].drop_nulls().to_list(), sizes["r"].explode().drop_nulls().to_list()
 
 
 def _stats_rows(name: str, values: list[float]) -> list[Any]:
@@ -88,7 +101,7 @@ def _reason_group(reason: str | None) -> str:
     return re.sub(r"\d+(\.\d+)?", "#", text)
 
 
-def lengths(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | None) -> Section:
+def lengths(run_dir: Path, manifest: dict[str, Any], data: pl.LazyFrame | None) -> Section:
     """Prompt and response lengths before (the read stage's output) and after the pipeline."""
     after = _lengths(data) if data is not None else None
     if after is None:
@@ -104,17 +117,22 @@ def lengths(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | None) 
     return "lengths", "Length distributions", body + table(["chars", *_STAT_HEAD[1:]], rows)
 
 
-def _score_columns(data: pl.DataFrame) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    for name, dtype in data.schema.items():
-        if dtype.is_numeric() and ("score" in name or "reward" in name):
-            out[name] = data[name].drop_nulls().cast(pl.Float64).to_list()
-    if "responses" in data.columns:
-        out["responses[].score"] = data["responses"].explode().struct.field("score").drop_nulls().to_list()
+def _score_columns(data: pl.LazyFrame) -> dict[str, list[float]]:
+    schema = data.collect_schema()
+    numeric = [n for n, dtype in schema.items() if dtype.is_numeric() and ("score" in n or "reward" in n)]
+    exprs = [pl.col(n).cast(pl.Float64) for n in numeric]
+    if "responses" in schema:
+        exprs.append(pl.col("responses").list.eval(pl.element().struct.field("score")).alias("responses[].score"))
+    if not exprs:
+        return {}
+    found = _collect(data.select(exprs))
+    out = {n: found[n].drop_nulls().to_list() for n in numeric}
+    if "responses" in schema:
+        out["responses[].score"] = found["responses[].score"].explode().drop_nulls().cast(pl.Float64).to_list()
     return {k: v for k, v in out.items() if v}
 
 
-def scores(data: pl.DataFrame | None) -> Section:
+def scores(data: pl.LazyFrame | None) -> Section:
     """Every judge / deita / reward score column of the output, as histograms and summary stats."""
     found = _score_columns(data) if data is not None else {}
     if not found:
@@ -135,7 +153,7 @@ def _flat(notes: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return rows
 
 
-def margins(data: pl.DataFrame | None, manifest: dict[str, Any]) -> Section:
+def margins(data: pl.LazyFrame | None, manifest: dict[str, Any]) -> Section:
     """Chosen-vs-rejected length and score margins: a preference set whose chosen side is nearly always
     longer teaches a DPO model to be verbose (length bias), so the share is stated outright, next to what
     the pairs and judge stages noted (length ratio and length control before/after)."""
@@ -143,32 +161,36 @@ def margins(data: pl.DataFrame | None, manifest: dict[str, Any]) -> Section:
     noted = [[s["label"], k, v] for s in manifest.get("stages", []) if s.get("name") in ("pairs", "judge")
              for k, v in _flat(s.get("notes", {}))]
     notes = ("<h3>Pairs and judge stage notes</h3>" + table(["stage", "note", "value"], noted)) if noted else ""
-    if data is None or not {"chosen", "rejected"} <= set(data.columns):
+    columns = _columns(data)
+    if data is None or not {"chosen", "rejected"} <= set(columns):
         return "margins", title, none("Not a preference table: no chosen/rejected pairs.") + notes
 
     def chars(col: str) -> pl.Expr:  # signed: len_chars is UInt32 and a negative margin must not wrap
         text = pl.col(col).list.eval(pl.element().struct.field("content")).list.join("\n")
         return text.str.len_chars().cast(pl.Int64)
 
-    m = data.select((chars("chosen") - chars("rejected")).alias("length_margin"))
+    exprs = [(chars("chosen") - chars("rejected")).alias("length_margin")]
+    if {"score_chosen", "score_rejected"} <= set(columns):
+        exprs.append((pl.col("score_chosen") - pl.col("score_rejected")).alias("score_margin"))
+    m = _collect(data.select(exprs))
     values = m["length_margin"].drop_nulls().cast(pl.Float64).to_list()
     longer = sum(v > 0 for v in values) / len(values) if values else 0.0
     series = {"length margin (chars)": values}
-    if {"score_chosen", "score_rejected"} <= set(data.columns):
-        sm = data.select((pl.col("score_chosen") - pl.col("score_rejected")).alias("s"))["s"]
-        series["score margin"] = sm.drop_nulls().cast(pl.Float64).to_list()
+    if "score_margin" in m.columns:
+        series["score margin"] = m["score_margin"].drop_nulls().cast(pl.Float64).to_list()
     body = f"<p>Chosen response is longer in <b>{longer:.1%}</b> of {len(values):,} pairs.</p>"
     body += "".join(plots.histograms({k: v}, k, "chosen - rejected") for k, v in series.items() if v)
     body += table(_STAT_HEAD, [_stats_rows(k, v) for k, v in series.items()])
     return "margins", title, body + notes
 
 
-def languages(data: pl.DataFrame | None) -> Section:
+def languages(data: pl.LazyFrame | None) -> Section:
     """The language mix when a stage tagged rows with ``lang`` (translate, language filter)."""
-    col = next((c for c in ("lang", "language") if data is not None and c in data.columns), None)
+    col = next((c for c in ("lang", "language") if c in _columns(data)), None)
     if data is None or col is None:
         return "languages", "Language mix", none("No lang column in the output.")
-    counts = data[col].fill_null("(none)").cast(pl.String).value_counts(sort=True).head(20)
+    counts = _collect(data.select(pl.col(col).fill_null("(none)").cast(pl.String))
+                      .group_by(col).len("count").sort(["count", col], descending=[True, False]).head(20))
     labels, n = counts[col].to_list(), counts["count"].to_list()
     body = plots.horizontal_bars(labels, n, "rows per language") + table(["lang", "rows"], zip(labels, n, strict=True))
     return "languages", "Language mix", body
@@ -189,7 +211,7 @@ def _row_text(row: dict[str, Any]) -> str:
     return text if len(text) <= _TEXT_CHARS else text[:_TEXT_CHARS] + " …"
 
 
-def dedup(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | None) -> Section:
+def dedup(run_dir: Path, manifest: dict[str, Any], data: pl.LazyFrame | None) -> Section:
     """Cluster counts from the dedup stages' notes, with removed near-duplicates next to the kept row."""
     stages = [s for s in manifest.get("stages", []) if "clusters" in s.get("notes", {})
               or "duplicates" in s.get("notes", {})]
@@ -197,20 +219,22 @@ def dedup(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | None) ->
         return "dedup", "Deduplication", none("No dedup stage in this run.")
     body = table(["stage", "note", "value"], [[s["label"], k, v] for s in stages for k, v in s["notes"].items()
                                                if isinstance(v, int | float) and not isinstance(v, bool)])
-    by_id = {}
-    if data is not None and "id" in data.columns:
-        by_id = {r["id"]: r for r in data.head(200_000).iter_rows(named=True)}
-    examples = ""
+    shown = []  # (stage label, quarantined row, id of the kept row its reason names)
     for s in stages:
-        q = _read(run_dir / "quarantine" / f"{s['label']}.parquet")
-        if q is None:
-            continue
-        for rec in q.head(_EXAMPLES).iter_rows(named=True):
-            kept_id = (_ID.findall(rec["reason"] or "") or [None])[-1]
-            removed = _row_text(json.loads(rec["row"])) if rec.get("row") else "(row not recorded)"
-            kept = _row_text(by_id[kept_id]) if kept_id in by_id else "(kept row not in the output)"
-            examples += f"<p>{esc(s['label'])}: {esc(rec['reason'])}</p>"
-            examples += pair(f"removed {rec['id']}", removed, f"kept {kept_id}", kept)
+        q = _scan(run_dir / "quarantine" / f"{s['label']}.parquet")
+        if q is not None:
+            shown += [(s["label"], rec, (_ID.findall(rec["reason"] or "") or [None])[-1])
+                      for rec in q.head(_EXAMPLES).collect().iter_rows(named=True)]
+    kept_ids = [kept_id for _, _, kept_id in shown if kept_id]
+    by_id = {}
+    if data is not None and "id" in _columns(data) and kept_ids:  # read the few kept rows shown, not the output
+        by_id = {r["id"]: r for r in _collect(data.filter(pl.col("id").is_in(kept_ids))).iter_rows(named=True)}
+    examples = ""
+    for label, rec, kept_id in shown:
+        removed = _row_text(json.loads(rec["row"])) if rec.get("row") else "(row not recorded)"
+        kept = _row_text(by_id[kept_id]) if kept_id in by_id else "(kept row not in the output)"
+        examples += f"<p>{esc(label)}: {esc(rec['reason'])}</p>"
+        examples += pair(f"removed {rec['id']}", removed, f"kept {kept_id}", kept)
     body += "<h3>Examples</h3>" + (examples or none("No removed rows to show."))
     return "dedup", "Deduplication", body
 
@@ -265,7 +289,7 @@ def _pca_2d(vectors: np.ndarray) -> np.ndarray:
     return centred @ vt[:2].T
 
 
-def embedding_map(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | None) -> Section:
+def embedding_map(run_dir: Path, manifest: dict[str, Any], data: pl.LazyFrame | None) -> Section:
     """Prompts on the first two principal components of the run's own cached embeddings, coloured by whether
     the pipeline kept them (or by source when it kept all).  No model is loaded: the vectors are the ones an
     embedding stage (embed_dedup, audit, deita_select, subsample) already stored in the run's cache."""
@@ -275,16 +299,17 @@ def embedding_map(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | 
         return "embeddings", title, none("No embedding stage ran, so there are no cached vectors to map.")
     before = _read_stage_output(run_dir, manifest)
     rows = before if before is not None else data
-    if rows is None or "id" not in rows.columns:
+    if rows is None or "id" not in _columns(rows):
         return "embeddings", title, none("Neither the read stage's cache nor the output holds rows to map.")
     try:
         table_name = detect_table(rows.collect_schema())
     except InputDataError:
         return "embeddings", title, none("The rows are not a canonical table.")
-    source = pl.col("source") if "source" in rows.columns else pl.lit("").alias("source")
+    source = pl.col("source") if "source" in _columns(rows) else pl.lit("").alias("source")
     candidates = []  # the stage may have embedded prompts, responses or whole rows: map what it embedded
     for on in ("prompt", "full", "response"):
-        hashed = rows.head(_MAP_ROWS).select("id", source, hash_expr(text_for(table_name, on).fill_null("")).alias("h"))
+        text = text_for(table_name, on).fill_null("")
+        hashed = rows.head(_MAP_ROWS).select("id", source, hash_expr(text).alias("h")).collect()
         for folder in folders:  # count hits on the hash column alone; vectors are read once, for the best
             hits = (pl.scan_parquet(folder / "*.parquet").select("h").join(hashed.lazy().select("h"), on="h",
                                                                             how="semi").unique().select(pl.len())
@@ -297,8 +322,9 @@ def embedding_map(run_dir: Path, manifest: dict[str, Any], data: pl.DataFrame | 
                      .unique("h").collect())
     found = hashed.join(vectors_found, on="h", how="inner", maintain_order="left")
     vectors = np.asarray(found["v"].to_list(), dtype=np.float32)
-    kept_ids = data["id"] if data is not None and "id" in data.columns else pl.Series(dtype=pl.String)
-    groups = found.select(pl.when(pl.col("id").is_in(kept_ids.implode())).then(pl.lit("kept"))
+    kept = (found.lazy().join(data.select("id"), on="id", how="semi").select("id").collect()["id"]
+            if data is not None and "id" in _columns(data) else pl.Series(dtype=pl.String))
+    groups = found.select(pl.when(pl.col("id").is_in(kept.implode())).then(pl.lit("kept"))
                           .otherwise(pl.lit("set aside"))).to_series().to_list()
     colour_by = "selection"
     if len(set(groups)) == 1 and found["source"].n_unique() > 1:
