@@ -40,7 +40,7 @@ bench-minhash: install
 	$(PY) benchmarks/minhash.py
 
 bench-streaming: install
-	$(PY) benchmarks/streaming.py
+	$(PY) benchmarks/streaming.py --format both
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
