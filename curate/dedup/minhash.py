@@ -347,8 +347,18 @@ def candidate_mask(bands: np.ndarray) -> np.ndarray:
 
 
 def _components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Each node's cluster, named by its smallest node (so the names do not depend on scipy's numbering)."""
     graph = coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n)).tocsr()
-    return connected_components(graph, directed=False)[1]
+    component = connected_components(graph, directed=False)[1]
+    _, smallest = np.unique(component, return_index=True)
+    return smallest[component]
+
+
+def _nodes(sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Texts with identical signatures are one node (estimated Jaccard 1): ``(first, node_of_row)``, each
+    node's first row and each row's node, nodes numbered in signature-key order (not row order)."""
+    _, first, node_of_row = np.unique(signature_keys(sig), return_index=True, return_inverse=True)
+    return first, node_of_row
 
 
 def _band_pairs(
@@ -420,9 +430,8 @@ def cluster(
     figures = {"candidate_pairs": 0, "verified_pairs": 0}
     if n == 0:
         return np.empty(0, np.int64), figures
-    keys = signature_keys(sig)
-    unique_keys, first, node_of_row = np.unique(keys, return_index=True, return_inverse=True)
-    n_nodes = len(unique_keys)
+    first, node_of_row = _nodes(sig)
+    n_nodes = len(first)
     # A node is its first row: signatures are read through ``first``, never copied (they can be most of the
     # memory), and band hashes are computed a block of nodes at a time.
     node_bands = np.empty((n_nodes, bands), dtype=np.uint64)
@@ -438,9 +447,7 @@ def cluster(
         figures["candidate_pairs"] += candidates
         figures["verified_pairs"] += len(left)
         if len(left):
-            component = _components(n_nodes, np.concatenate([nodes, left]), np.concatenate([rep, right]))
-            _, smallest = np.unique(component, return_index=True)
-            rep = smallest[component]
+            rep = _components(n_nodes, np.concatenate([nodes, left]), np.concatenate([rep, right]))
     return rep[node_of_row].astype(np.int64), figures
 
 
@@ -515,9 +522,8 @@ def cluster_by_band(
     figures = {"candidate_pairs": 0, "verified_pairs": 0}
     if n == 0:
         return np.empty(0, np.int64), figures
-    keys = signature_keys(sig)
-    unique_keys, first, node_of_row = np.unique(keys, return_index=True, return_inverse=True)
-    n_nodes = len(unique_keys)
+    first, node_of_row = _nodes(sig)
+    n_nodes = len(first)
     task = BandEdges(rows=rows, threshold=threshold, verify=verify, window=window, chunk=chunk)
     nodes = (sig, first)
     if compute is None:
@@ -532,6 +538,5 @@ def cluster_by_band(
         right_parts.append(right)
     if figures["verified_pairs"] == 0:
         return np.arange(n_nodes)[node_of_row].astype(np.int64), figures
-    component = _components(n_nodes, np.concatenate(left_parts), np.concatenate(right_parts))
-    _, smallest = np.unique(component, return_index=True)
-    return smallest[component][node_of_row].astype(np.int64), figures
+    labels = _components(n_nodes, np.concatenate(left_parts), np.concatenate(right_parts))
+    return labels[node_of_row].astype(np.int64), figures
