@@ -69,15 +69,13 @@ def untranslated_ratio(source: str, output: str, source_lang: str, method: Lefto
     technical terms count too, so its threshold should be looser.
     """
     if method == "langid":
-        import py3langid
-
         total = left = 0
         for chunk in _CHUNKS.split(output):
             letters = len(_LETTERS.findall(chunk))
             if letters < min_letters:
                 continue
             total += letters
-            if py3langid.classify(chunk)[0] == source_lang:
+            if _identifier().classify(chunk)[0] == source_lang:
                 left += letters
         return left / total if total else None
     words = [w.casefold() for w in _WORDS.findall(output)]
@@ -98,12 +96,11 @@ MIN_TARGET_PROB = 0.1
 
 @lru_cache(maxsize=1)
 def _identifier() -> Any:
-    """py3langid's model with normalised probabilities (0.4+: softmax tempered by sqrt(bytes))."""
+    """py3langid's model, loaded once for both checks, with normalised probabilities (softmax tempered by
+    sqrt(bytes)); normalising does not change the most likely language the leftover check reads."""
     from py3langid import langid
 
-    if hasattr(langid.LanguageIdentifier, "from_model_file"):
-        return langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
-    return langid.LanguageIdentifier.from_pickled_model(langid.MODEL_FILE, norm_probs=True)  # py3langid < 0.4
+    return langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
 
 
 def langid_code(code: str) -> str | None:
