@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import polars as pl
+from pydantic import field_validator
 
 from curate.io._base import Adapter, Conversion, Options, first_present, require
 from curate.io._exprs import (
@@ -293,18 +295,58 @@ _LABELS = {
 }
 
 
+PairSide = Literal["a", "b", "tie"]
+
+
+def label_keys(value: Any) -> list[str]:
+    """The lower-case strings a label value may arrive as once its column is cast to text: ``1`` is read from
+    an integer column as ``"1"`` and from a float column as ``"1.0"``, so a numeric key stands for both."""
+    text = str(value).strip().lower()
+    keys = [text]
+    if not isinstance(value, bool):
+        try:
+            number = float(text)
+        except ValueError:
+            return keys
+        if number.is_integer():
+            keys += [str(int(number)), f"{int(number)}.0"]
+    return list(dict.fromkeys(keys))
+
+
 class PairwiseOptions(Options):
     prompt_field: str = "prompt"
     a_field: str = "response_a"
     b_field: str = "response_b"
     #: The verdict column; by default the first of label, winner, preference, choice.
     label_field: str | None = None
+    #: The file's own label values mapped to a / b / tie, e.g. ``{0: a, 1: b, 2: tie}`` or ``{1: a, 2: b}``;
+    #: when given it replaces the built-in reading (a/b/tie, 0/1, model_a/model_b) entirely.
+    label_map: dict[str | int | float | bool, PairSide] | None = None
+    #: ``error``: a tie is a row error ("tie: no preference"; a preference table has no ties).  ``keep``: tie
+    #: rows stay (chosen = response a, rejected = response b) and a ``pair_label`` column (a / b / tie)
+    #: says which side the label named; for measuring judges against 3-way labels (``curate judge-eval``).
+    ties: Literal["error", "keep"] = "error"
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _sides(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: (str(v).strip().lower() if isinstance(v, str) else v) for k, v in value.items()}
+        return value
+
+    def labels(self) -> dict[str, str]:
+        """Raw label text (lower case) -> a / b / tie."""
+        if self.label_map is None:
+            return _LABELS
+        return {key: side for value, side in self.label_map.items() for key in label_keys(value)}
 
 
 class Pairwise(Adapter):
     """Two responses and a verdict: label a/b/tie (also 0/1, A/B, model_a/model_b as in Chatbot Arena).
 
-    A tie is a row error "tie: no preference", so the caller counts it in quarantine instead of losing it.
+    A tie is a row error "tie: no preference", so the caller counts it in quarantine instead of losing it
+    (``ties: keep`` keeps it, with ``pair_label``).  ``label_map`` reads any other labelling: ``{0: a, 1: b,
+    2: tie}``, ``{1: a, 2: b}``.
     Scores are null (a verdict is not a score).
     """
 
@@ -326,15 +368,18 @@ class Pairwise(Adapter):
         a, a_issue = reply(opts.a_field, require(schema, opts.a_field, self.name))
         b, b_issue = reply(opts.b_field, require(schema, opts.b_field, self.name))
         raw = pl.col(label_name).cast(pl.String).str.strip_chars()
-        side = raw.str.to_lowercase().replace_strict(_LABELS, default=None, return_dtype=pl.String)
-        expected = "expected a, b or tie (or 0/1, model_a/model_b)"
+        side = raw.str.to_lowercase().replace_strict(opts.labels(), default=None, return_dtype=pl.String)
+        if opts.label_map is None:
+            expected = "expected a, b or tie (or 0/1, model_a/model_b)"
+        else:
+            expected = "expected one of the label_map keys " + ", ".join(map(str, opts.label_map))
         label_issue = first_problem(
             problem(raw.is_null(), f"column '{label_name}': {expected}, got null"),
             problem(
                 side.is_null(),
                 pl.format("column '{}': {}, got '{}'", pl.lit(label_name), pl.lit(expected), raw),
             ),
-            problem(side == "tie", "tie: no preference"),
+            problem((side == "tie") & pl.lit(opts.ties == "error"), "tie: no preference"),
         )
         columns = {
             "prompt": prompt,
@@ -348,6 +393,8 @@ class Pairwise(Adapter):
                 same_reply(a, b, f"columns '{opts.a_field}' and '{opts.b_field}' hold the same response"),
             ),
         }
+        if opts.ties == "keep":
+            columns["pair_label"] = side
         return Conversion(lf, columns, {opts.prompt_field, opts.a_field, opts.b_field, label_name})
 
 
