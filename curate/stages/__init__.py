@@ -11,6 +11,7 @@ from curate.stages.embed_dedup import EmbedDedup
 from curate.stages.exact_dedup import ExactDedup
 from curate.stages.filter import Filter
 from curate.stages.judge import Judge
+from curate.stages.label_audit import LabelAudit
 from curate.stages.magpie import Magpie
 from curate.stages.minhash_dedup import MinHashDedup
 from curate.stages.pairs import Pairs
@@ -23,7 +24,7 @@ from curate.stages.translate import Translate
 STAGES: dict[str, type[Stage]] = {
     cls.name: cls
     for cls in (Filter, ExactDedup, MinHashDedup, EmbedDedup, Audit, DeitaSelect, Magpie, Respond, Judge, Pairs,
-                RewardScore, CombineScores, RewardAugment, DeitaScore, Subsample, Translate)
+                RewardScore, CombineScores, RewardAugment, DeitaScore, Subsample, Translate, LabelAudit)
 }
 
 __all__ = ["STAGES", "ExactDedup", "Filter", "MinHashDedup", "Stage"]
