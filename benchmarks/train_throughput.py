@@ -133,7 +133,7 @@ def _curate(model_path: str, data: Path, args: argparse.Namespace, out: Path, *,
     from curate.train import parse_train_config, run_train
 
     if fresh:
-        for old in data.parent.glob("*.ref_logps-*.parquet"):
+        for old in (out / "cache" / "ref_logps").glob("*.parquet"):
             old.unlink()
     config = parse_train_config({
         "model": model_path, "data": str(data), "eval_fraction": 0.0, "output": str(out),

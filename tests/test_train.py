@@ -134,7 +134,8 @@ def test_stored_reference_logps_equal_fresh_ones(tmp_path: Path, tiny_llm_path: 
     first = run_train(config).runs[0]
     assert first["reference"]["train"]["computed"] == 12
     stored_file = Path(first["reference"]["train"]["file"])
-    assert stored_file.parent == data.parent and stored_file.is_file()
+    assert stored_file.parent == tmp_path / "out" / "cache" / "ref_logps" and stored_file.is_file()
+    assert [p.name for p in data.parent.iterdir()] == ["prefs.parquet"]
     stored = pl.read_parquet(stored_file)
 
     prefs = read_preferences([data])
@@ -225,6 +226,10 @@ def test_cli_compare_prints_one_table(tmp_path: Path, tiny_llm_path: Path) -> No
     assert [r["run"] for r in summary["runs"]] == ["curated", "baseline"]
     assert (tmp_path / "cmp" / "curated" / "metrics.json").is_file()
     assert (tmp_path / "cmp" / "baseline" / "metrics.json").is_file()
+    # Reference log-probs go to the training output's cache, keyed by the data file's content, never beside
+    # the user's files.
+    assert sorted(p.name for p in tmp_path.glob("*.parquet")) == ["baseline.parquet", "curated.parquet"]
+    assert len(list((tmp_path / "cmp" / "cache" / "ref_logps").glob("*.parquet"))) == 2
     # Same held-out pairs for both runs (the curated set's held-out prompts, removed from both training sets).
     assert summary["runs"][0]["eval"]["after"]["rows"] == summary["runs"][1]["eval"]["after"]["rows"]
 
@@ -263,3 +268,40 @@ def test_long_prompts_are_cut_with_max_prompt_length_not_dropped(tmp_path: Path,
     cut = train_one(parse_train_config(_config(tiny_llm_path, tmp_path / "b", max_steps=1, max_length=96,
                                                max_prompt_length=48)), prefs, None, tmp_path / "b")
     assert cut["rows"]["dropped_long_prompt"]["train"] == 0 and cut["rows"]["train_used"] == 4
+
+
+def test_reference_logps_stay_out_of_the_run_data_folder(tmp_path: Path, tiny_llm_path: Path) -> None:
+    """Training on a run directory caches reference log-probs in RUN/cache: RUN/data keeps only the output, so
+    ``curate inspect``, ``curate export`` and ``datasets.load_dataset`` still read it; a file an older curate
+    left beside the data is moved into the cache and reused."""
+    import datasets
+
+    from curate.runner import run_recipe
+
+    source = _write(tmp_path / "in.parquet", _rows(12))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\ninput: {source}\nstages:\n  - exact_dedup: {{}}\n")
+    run_dir = tmp_path / "run"
+    run_recipe(recipe, run_dir)
+    config = parse_train_config(_config(tiny_llm_path, tmp_path / "out", data=str(run_dir), max_steps=1,
+                                        eval_fraction=0.25))
+    first = run_train(config).runs[0]
+    assert [p.name for p in (run_dir / "data").iterdir()] == ["preference.parquet"]
+    stored = Path(first["reference"]["train"]["file"])
+    assert stored.parent == run_dir / "cache" / "ref_logps" and stored.is_file()
+
+    runner = CliRunner()
+    inspected = runner.invoke(app, ["inspect", str(run_dir)])
+    assert inspected.exit_code == 0, inspected.output
+    assert "12 rows" in inspected.output
+    exported = runner.invoke(app, ["export", str(run_dir), "--format", "dpo", "--out", str(tmp_path / "dpo")])
+    assert exported.exit_code == 0, exported.output
+    loaded = datasets.load_dataset("parquet", data_files=str(run_dir / "data" / "*"), cache_dir=str(tmp_path / "hf"))
+    assert loaded["train"].num_rows == 12
+
+    legacy = run_dir / "data" / f"preference.ref_logps-{stored.name.removeprefix('ref_logps-')}"
+    stored.rename(legacy)  # what an older curate wrote
+    second = run_train(config).runs[0]
+    assert second["reference"]["train"]["computed"] == 0
+    assert second["reference"]["train"]["reused"] == first["rows"]["train"]
+    assert not legacy.exists() and stored.is_file()

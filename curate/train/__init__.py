@@ -6,7 +6,7 @@ compares runs (curated vs a same-size random baseline) in one table.
 
 - :mod:`curate.train.config`: ``TrainConfig`` (YAML or a recipe's ``train:`` section).
 - :mod:`curate.train.data`: read + validate preference files before any model loads; splits and subsets.
-- :mod:`curate.train.refs`: reference log-probs computed once and stored beside the data.
+- :mod:`curate.train.refs`: reference log-probs computed once and cached (never beside the data).
 - :mod:`curate.train.trainer`: one run on TRL's ``DPOTrainer``.
 - :mod:`curate.train.evaluate`: held-out metrics.  :mod:`curate.train.goal`: reward-augmented evaluation.
 - :mod:`curate.train.winrate`: optional judge win rate of the trained model's answers vs the base model's.

@@ -92,8 +92,8 @@ class TrainConfig(BaseModel):
     - **device** ``auto`` (CUDA when present) / ``cpu`` / ``cuda``; **precision** ``auto`` (bf16 mixed precision
       on a GPU that supports it, fp16 on older GPUs, fp32 on CPU) / ``fp32`` / ``bf16`` / ``fp16``.  ``cuda``,
       ``bf16`` and ``fp16`` are GPU-only and fail with a clear message on a CPU machine.
-    - **store_ref_logps**: keep the reference model's log-probs in a Parquet beside the data, so the next run
-      on the same data and model skips the reference model (see ``curate.train.refs``).
+    - **store_ref_logps**: keep the reference model's log-probs in a cached Parquet (never beside the data), so
+      the next run on the same data and model skips the reference model (see ``curate.train.refs``).
     - **goal_prompt**: for reward-augmented data, the goal system text to evaluate with; by default read from
       the ``manifest.json`` of the run that produced the data (``reward_augment``'s ``goal_prompt`` note).
     - **judge_eval** (off by default; ``true`` for the defaults): after training, the trained and the base model

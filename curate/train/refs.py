@@ -1,21 +1,26 @@
-"""Reference log-probabilities: computed once, stored beside the data, reused by every later run.
+"""Reference log-probabilities: computed once, stored in a cache, reused by every later run.
 
 DPO (Rafailov et al. 2023) compares the policy's log-probability of each response with the frozen reference
 model's, ``log pi(y|x) - log pi_ref(y|x)``.  The reference never changes during training, so computing it at
 every step (TRL's default) spends a third of the forward passes on numbers that are the same each epoch and
 each run.  Here they are computed once per (model, row), before training, in length-sorted no-grad batches
-(little padding; on a GPU wider than training batches), and written to a Parquet next to the data:
+(little padding; on a GPU wider than training batches), and written to a Parquet in a cache, never beside the
+data (a ``data/`` folder holds only what a trainer, ``curate inspect`` and ``curate export`` load):
 
-    <data folder>/<first data file stem>.ref_logps-<model key>.parquet    (_key, ref_chosen_logps, ref_rejected_logps)
+    RUN/cache/ref_logps/ref_logps-<model key>.parquet              data in a run directory (RUN/data/*.parquet)
+    OUTPUT/cache/ref_logps/<data xxh3>-<model key>.parquet          any other file (--compare, a user's Parquet)
+
+  (``_key``, ``ref_chosen_logps``, ``ref_rejected_logps``; ``OUTPUT`` is the training run's ``output`` folder,
+  ``<data xxh3>`` the hash of the data file's bytes, so another file, or the same file changed, gets its own.)
 
 - The file name carries the **model key**: a hash of the model's identity (resolved path, weight file sizes and
   modification times, tokenizer, chat template) and of everything that changes the numbers (max lengths,
   mixed-precision dtype, TRL's major.minor).  Another model or setting gets another file.
 - Inside, rows are keyed by ``_key``, the hash of the row's content (prompt, chosen, rejected), so a subset, a
   re-ordering or a few new rows reuse what is there and compute only the missing rows.
-- The file is replaced atomically.  When the data's folder is not writable the file goes to the run's output
-  folder instead (``OUTPUT/ref_logps/``), and the run says so; so does a non-Parquet input (raw JSONL or a
-  shared dataset is never written beside).
+- The file is replaced atomically.  When the run's cache is not writable the training output's cache is used.
+  A file an older curate wrote beside the data (``<stem>.ref_logps-<key>.parquet``, which broke ``curate
+  inspect``/``export`` and ``datasets.load_dataset`` on the folder) is moved into the cache on first use.
 
 The log-probs are TRL's own (``DPOTrainer.compute_ref_log_probs``: same collator, truncation, adapter handling
 and fused LM head), so training on stored values is the same computation as TRL's ``precompute_ref_log_probs``;
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -58,20 +64,38 @@ def model_key(folder: Path, gguf_file: str | None, tokenizer: Any, extra: dict[s
     return xxhash.xxh3_64_hexdigest(json.dumps(payload, sort_keys=True, default=str).encode())
 
 
-class RefStore:
-    """The stored reference log-probs of one model key, for rows of data files in one folder."""
+def run_dir_of(data_file: Path) -> Path | None:
+    """The run directory a data file belongs to (``RUN/data/x.parquet`` with ``RUN/manifest.json``), or None."""
+    folder = data_file.parent
+    if folder.name == "data" and (folder.parent / "manifest.json").is_file():
+        return folder.parent
+    return None
 
-    def __init__(self, data_file: Path, key: str, fallback_dir: Path) -> None:
-        folder = data_file.parent
-        name = f"{data_file.name.split('.')[0]}.ref_logps-{key}.parquet"
-        # Beside curate's own Parquet only: never write into a folder of raw inputs (JSONL, shared datasets).
-        self.fallback = data_file.suffix != ".parquet" or not os.access(folder, os.W_OK)
-        self.path = (fallback_dir / "ref_logps" / name) if self.fallback else folder / name
+
+class RefStore:
+    """The stored reference log-probs of one model key, for the rows of one data file (see the module doc)."""
+
+    def __init__(self, data_file: Path, key: str, output_dir: Path) -> None:
+        run = run_dir_of(data_file)
+        cache = run / "cache" if run is not None else None
+        if cache is not None and (os.access(cache, os.W_OK) if cache.exists() else os.access(run, os.W_OK)):
+            self.path = cache / "ref_logps" / f"ref_logps-{key}.parquet"
+            self.where = "the run's cache"
+        else:
+            digest = checkpoint.file_digest(data_file)[:16]
+            self.path = output_dir / "cache" / "ref_logps" / f"{digest}-{key}.parquet"
+            self.where = "the training output's cache"
+        legacy = data_file.parent / f"{data_file.name.split('.')[0]}.ref_logps-{key}.parquet"
+        #: a file an older curate wrote beside the data: moved into the cache (it broke readers of data/)
+        self.legacy = legacy if legacy.is_file() else None
         self._table: dict[str, tuple[float, float]] | None = None
 
     def _load(self) -> dict[str, tuple[float, float]]:
         if self._table is None:
             self._table = {}
+            if self.legacy is not None and not self.path.is_file() and os.access(self.legacy.parent, os.W_OK):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(self.legacy), str(self.path))
             if self.path.is_file():
                 frame = pl.read_parquet(self.path)
                 for k, c, r in zip(frame["_key"].to_list(), frame[REF_COLUMNS[0]].to_list(),

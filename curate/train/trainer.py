@@ -6,7 +6,8 @@ What curate adds around TRL, and why:
   same ``path: default`` (embedded SmolLM2-135M-Instruct GGUF), local folders and ``.gguf`` files as a
   recipe's ``models:``, never the hub.
 - **Reference log-probs** are always precomputed (TRL's ``precompute_ref_log_probs``) but through
-  ``curate.train.refs``: stored beside the data and reused across runs, computed in length-sorted batches.
+  ``curate.train.refs``: stored in a cache (the run's ``cache/``, never beside the data) and reused across
+  runs, computed in length-sorted batches.
   No reference forward pass runs during training, and a second run on the same data skips the reference
   model entirely.
 - **Prompt truncation** (``max_prompt_length``, keep the prompt's end) happens before TRL drops rows whose
@@ -264,14 +265,11 @@ def train_one(
         "precision": hardware.precision, "trl": major_minor})
     stores: dict[str, RefStore | None] = {"train": None, "eval": None}
     if config.store_ref_logps:
-        fallback = config.resolve(config.output)
-        stores["train"] = RefStore(train.files[0], key, fallback)
+        cache_root = config.resolve(config.output)
+        stores["train"] = RefStore(train.files[0], key, cache_root)
         if held_out is not None:
-            store = RefStore(held_out.files[0], key, fallback)
+            store = RefStore(held_out.files[0], key, cache_root)
             stores["eval"] = stores["train"] if store.path == stores["train"].path else store
-        for name, store in stores.items():
-            if store is not None and store.fallback:
-                say(f"  {label}: {name} reference log-probs go to {store.path} (not beside raw or read-only data)")
 
     train_ds = to_dataset(train)
     eval_ds = to_dataset(held_out) if held_out is not None else None
