@@ -442,8 +442,9 @@ def train(
     """Train a model with DPO on preference data and report held-out reward accuracy, margin and log-prob drift.
 
     Validation training (TRL's DPOTrainer; LoRA by default; GPU when present). Reference log-probs are cached
-    (the run's cache/, never beside the data), so a second run skips the reference model. With --compare (or baseline: random in the
-    config) two runs train with the same seed and settings and one comparison table is printed.
+    (the run's cache/, never beside the data), so a second run skips the reference model. With --compare (or
+    baseline: random in the config) two runs train with the same seed and settings and one comparison table
+    is printed.
 
     Example: curate train --data runs/preference_clean --eval-data heldout.parquet --max-steps 100
     """
