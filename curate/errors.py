@@ -39,6 +39,11 @@ class ModelError(CurateError):
     exit_code = 5
 
 
+class DegenerateJudgeError(ModelError):
+    """A judge model's verdicts carry no information (one position always wins, or every score is the same):
+    labelling more data with it would only spend time.  Exit code 5, as for other model failures."""
+
+
 class LockHeldError(CurateError):
     """Another run holds the lock on the same output directory."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from itertools import combinations
@@ -11,12 +12,22 @@ import polars as pl
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from curate.errors import InputDataError
+from curate.errors import DegenerateJudgeError, InputDataError
 from curate.llm.base import Generation, Sampling
 from curate.pipeline import Context, Stage
 from curate.schema import RESPONSES
 from curate.synth import judging
 from curate.synth.rows import batch_seed, model_key, prompt_until_last_user
+
+log = logging.getLogger("curate")
+
+#: The degeneracy guard looks at the first batches that hold at least this many pairs (pointwise: responses).
+GUARD_MIN = 20
+#: ... and stops when one position wins more than this share of the decided verdicts.
+GUARD_SHARE = 0.9
+#: Fields of the Stage's parameters that do not change any verdict (left out of the shard cache key, so a
+#: re-run with ``allow_degenerate: true`` after the guard stopped reuses the verdicts already computed).
+_NOT_IN_KEY = ("allow_degenerate",)
 
 _POINT = pl.Struct({"score": pl.Float64, "parsed": pl.Float64, "reason": pl.String, "rationale": pl.String,
                     "chars": pl.Int64})
@@ -35,6 +46,31 @@ def _pearson(xs: list[float], ys: list[float]) -> float | None:
     if sx == 0 or sy == 0:
         return None
     return round(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / (sx * sy), 4)
+
+
+def _positions(frame: pl.DataFrame, table: str) -> tuple[int, int, int]:
+    """(first-position wins, second-position wins, decided verdicts) over both orders of every pair."""
+    if table == "candidates":
+        first, second = int(frame["judge_first_wins"].sum() or 0), int(frame["judge_second_wins"].sum() or 0)
+        return first, second, first + second
+    raw = pl.concat([frame["judge_verdict_first"], frame["judge_verdict_swapped"]])
+    first, second = int((raw == "a").sum()), int((raw == "b").sum())
+    return first, second, first + second
+
+
+def _pairs(frame: pl.DataFrame, table: str) -> int:
+    if table != "candidates":
+        return frame.height
+    n = frame["responses"].list.len()
+    return int((n * (n - 1) // 2).sum() or 0)
+
+
+def _consistency(frame: pl.DataFrame, table: str) -> str:
+    if table == "candidates":
+        n, c = int(frame["judge_comparisons"].sum() or 0), int(frame["judge_consistent_comparisons"].sum() or 0)
+        return f"{c / n:.2f}" if n else "n/a"
+    parsed = frame["judge_consistent"].drop_nulls()
+    return f"{parsed.mean():.2f}" if parsed.len() else "n/a"
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -71,7 +107,18 @@ class Judge(Stage):
 
     Length bias (Zheng et al. 2023; Dubois et al. 2024): the character length of every judged response is
     stored, and the notes report the correlation of score and length (pointwise) or how often the longer
-    response won (pairwise), with ``swap_consistency``.  Model calls go through :meth:`Context.map_batches`.
+    response won (pairwise), with ``swap_consistency`` and ``position_bias`` (the share of decided verdicts,
+    over both orders, that named the response shown first: 0.5 is unbiased, 1.0 always "A").  Model calls go
+    through :meth:`Context.map_batches`.
+
+    **Degeneracy guard.**  A small judge can answer "A" to every pair (the embedded 135M model does: swap
+    consistency 0, every ``agree`` verdict a tie), and labelling 100k pairs with it only spends time.  So the
+    first batches holding at least 20 pairs (pointwise: 20 responses) are judged first, and the stage stops
+    with :class:`~curate.errors.DegenerateJudgeError` (exit code 5) when one position won over 90% of their
+    decided verdicts, no verdict named a winner, or (pointwise) every score is the same.  The decision reads
+    the verdicts whether computed now or cached, so a re-run decides the same; ``allow_degenerate: true``
+    lets such a judge through (recorded in the notes), reusing the verdicts already computed.
+    ``curate judge-eval`` measures a judge against human labels before it is used.
     """
 
     name: ClassVar[str] = "judge"
@@ -105,6 +152,9 @@ class Judge(Stage):
     max_pairwise_responses: int = Field(6, ge=2)
     #: Rows per model call (one cached shard each).
     batch_size: int = Field(32, ge=1)
+    #: Judge all rows even when the first 20 pairs show a degenerate judge (one position wins > 90% of decided
+    #: verdicts, no winner at all, or one pointwise score for everything); the notes still say so.
+    allow_degenerate: bool = False
 
     # -- model calls -------------------------------------------------------------------------------------
     def _uses_prefill(self, llm: Any) -> bool:
@@ -191,15 +241,125 @@ class Judge(Stage):
         llm = ctx.models.get(self.model, "llm")
         fn = {"pointwise": self._pointwise_batch, "pairwise": self._pairwise_batch}[self.mode]
         prefill = self._uses_prefill(llm)
-        key = model_key(self.fingerprint(), ctx.models.fingerprint(self.model), ("judge", table, prefill))
+        extra: tuple[Any, ...] = ("judge", table, prefill)
+        if self.mode == "pairwise" and table == "candidates":
+            extra += ("positions",)  # the output gained judge_first_wins / judge_second_wins
+        key = model_key(self._key_fingerprint(), ctx.models.fingerprint(self.model), extra)
         ctx.note("rating_from", "prefill" if prefill else "text")
 
         def run(batch: pl.DataFrame) -> pl.DataFrame:
             return fn(llm, batch, table, prefill)
 
-        out = ctx.map_batches(lf, run, key, batch_size=self.batch_size, desc=f"{ctx.stage_label} (judge)")
+        desc = f"{ctx.stage_label} (judge)"
+        self._guard(lf, table, ctx, lambda head: ctx.map_batches(head, run, key, batch_size=self.batch_size,
+                                                                 desc=desc))
+        out = ctx.map_batches(lf, run, key, batch_size=self.batch_size, desc=desc)
         self._notes(out, table, ctx)
         return out
+
+    def _key_fingerprint(self) -> str:
+        """:meth:`fingerprint` without the parameters that change no verdict (:data:`_NOT_IN_KEY`)."""
+        import json
+
+        import xxhash
+
+        params = {k: v for k, v in self.params().items() if k not in _NOT_IN_KEY}
+        payload = json.dumps({"stage": self.name, "version": self.version, "params": params}, sort_keys=True,
+                             default=str)
+        return xxhash.xxh3_128_hexdigest(payload.encode())
+
+    # -- degeneracy guard ------------------------------------------------------------------------------------
+    def _units(self, lf: pl.LazyFrame, table: str) -> pl.Expr:
+        """What one row contributes to the guard's count: pairs (pairwise) or judged responses (pointwise)."""
+        if table == "candidates":
+            n = pl.col("responses").list.len().clip(upper_bound=self.max_pairwise_responses)
+            return (n * (n - 1) // 2) if self.mode == "pairwise" else n
+        if table == "preference":
+            return pl.lit(1 if self.mode == "pairwise" else 2)
+        return pl.lit(1)
+
+    def _guard_rows(self, lf: pl.LazyFrame, table: str) -> int | None:
+        """Rows of the first whole batches holding ``GUARD_MIN`` pairs, or None when the input has fewer."""
+        units = lf.head(GUARD_MIN * 50).select(self._units(lf, table).alias("u")).collect()["u"]
+        reached = (units.cum_sum() >= GUARD_MIN).arg_true()
+        if reached.len() == 0:
+            return None
+        rows = int(reached[0]) + 1
+        return -(-rows // self.batch_size) * self.batch_size
+
+    def _guard(self, lf: pl.LazyFrame, table: str, ctx: Context,
+               judge_rows: Any) -> None:
+        """Judge the first batches (cached like the rest: the full pass reuses them) and stop on a degenerate
+        judge; see the class docstring.  The stage's cache counters are kept as if the pass were one."""
+        rows = self._guard_rows(lf, table)
+        if rows is None:
+            ctx.note("degeneracy_check", f"skipped: fewer than {GUARD_MIN} {self._unit_name()}")
+            return
+        counters = ("rows_computed", "rows_cached", "batches_computed", "batches_cached")
+        before = {k: v for k, v in ctx.stats.get(ctx.stage_label, {}).items() if k in counters}
+        head = judge_rows(lf.head(rows)).collect()
+        notes = ctx.stats.setdefault(ctx.stage_label, {})
+        done = {k: notes.get(k, 0) - before.get(k, 0) for k in counters}
+        for k in counters:  # the full pass finds the head cached: count its work as computed, once
+            notes[k] = before.get(k, 0) + done["rows_computed" if k.startswith("rows") else "batches_computed"] * (
+                1 if k.endswith("computed") else -1)
+        problem = self._degenerate(head, table)
+        if problem is None:
+            ctx.note("degeneracy_check", f"passed on the first {head.height} rows")
+            return
+        who = f"judge stage '{ctx.stage_label}', model '{self.model}' ({self._model_desc(ctx)})"
+        if self.allow_degenerate:
+            ctx.note("degeneracy_check", f"degenerate, allowed: {problem}")
+            log.warning("%s looks degenerate: %s (allow_degenerate: true, judging every row anyway)", who, problem)
+            return
+        raise DegenerateJudgeError(
+            f"{who} is degenerate: {problem}. Use a stronger judge model"
+            + (", `pairwise_rule: calibrated`" if self.mode == "pairwise" and self.pairwise_rule == "agree" else "")
+            + " or set `allow_degenerate: true` to judge every row anyway (`curate judge-eval` measures a judge "
+            "against human labels)"
+        )
+
+    def _unit_name(self) -> str:
+        return "pairs" if self.mode == "pairwise" else "judged responses"
+
+    def _model_desc(self, ctx: Context) -> str:
+        spec = ctx.models.specs.get(self.model) or {}
+        where = spec.get("path") or spec.get("model") or spec.get("object") or "?"
+        return f"{spec.get('backend', 'registered')} {where}"
+
+    def _degenerate(self, head: pl.DataFrame, table: str) -> str | None:
+        """Why the first verdicts carry no information, or None."""
+        if self.mode == "pointwise":
+            if table == "candidates":
+                scores = head.select(pl.col("judge").explode().struct.field("score"))["score"]
+            elif table == "preference":
+                scores = pl.concat([head["score_chosen"], head["score_rejected"]])
+            else:
+                scores = head["judge_score"]
+            if scores.n_unique() == 1:
+                value = scores[0]
+                what = "no score at all (every output unreadable)" if value is None else f"the score {value:g}"
+                return f"it gave {what} to every one of the first {scores.len()} judged responses"
+            return None
+        first, second, decided = _positions(head, table)
+        n = _pairs(head, table)
+        if self.pairwise_rule == "calibrated":
+            if table == "preference":
+                won = int(head["judge_verdict"].is_in(["chosen", "rejected"]).sum())
+            else:  # a response's score is its share of wins: all 0.5 (or null) means every comparison tied
+                scores = head.select(pl.col("responses").explode().struct.field("score"))["score"]
+                won = int((scores.drop_nulls() != 0.5).sum())
+            if won == 0:
+                return f"no calibrated verdict named a winner in the first {n} pairs"
+            return None
+        if decided == 0:
+            return f"no verdict named a winner in the first {n} pairs (both orders: ties or unreadable)"
+        for count, position in ((first, "first (A)"), (second, "second (B)")):
+            if count / decided > GUARD_SHARE:
+                return (f"the {position} position won {count} of {decided} decided verdicts over both orders of "
+                        f"the first {n} pairs ({count / decided:.0%}; swap consistency "
+                        f"{_consistency(head, table)})")
+        return None
 
     def _pointwise_batch(self, llm: Any, batch: pl.DataFrame, table: str, prefill: bool) -> pl.DataFrame:
         rows = batch.to_dicts()
@@ -290,6 +450,11 @@ class Judge(Stage):
         wins: dict[tuple[int, int], float] = {}
         decided: dict[tuple[int, int], int] = {}
         consistent: dict[int, list[bool]] = {}
+        positions = [[0, 0] for _ in rows]  # per row: verdicts (both orders) naming the first / second shown
+        for (r, _, _), x in zip(where, res, strict=True):
+            for raw in (x["first"], x["swapped"]):
+                if raw in ("a", "b"):
+                    positions[r][raw == "b"] += 1
         for (r, i, j), x in zip(where, res, strict=True):
             if x["verdict"] is None:
                 continue
@@ -309,6 +474,8 @@ class Judge(Stage):
             pl.Series("judge_comparisons", [len(consistent.get(r, [])) for r in range(len(rows))], dtype=pl.Int64),
             pl.Series("judge_consistent_comparisons", [sum(consistent.get(r, [])) for r in range(len(rows))],
                       dtype=pl.Int64),
+            pl.Series("judge_first_wins", [p[0] for p in positions], dtype=pl.Int64),
+            pl.Series("judge_second_wins", [p[1] for p in positions], dtype=pl.Int64),
         )
 
     # -- notes ---------------------------------------------------------------------------------------------
@@ -333,10 +500,14 @@ class Judge(Stage):
                                                           [float(s) for s in scored["score"]]))
             return
         if table == "preference":
-            frame = out.select("judge_verdict", "judge_consistent", "judge_chars_chosen",
-                               "judge_chars_rejected").collect()
+            frame = out.select("judge_verdict", "judge_consistent", "judge_chars_chosen", "judge_chars_rejected",
+                               "judge_verdict_first", "judge_verdict_swapped").collect()
             parsed = frame.filter(pl.col("judge_verdict").is_not_null())
+            first, _, decided = _positions(frame, table)
             ctx.note("pairs", frame.height)
+            ctx.note("position_bias", round(first / decided, 4) if decided else None)
+            if not parsed.height:
+                ctx.note("swap_consistency", None)
             ctx.note("unparseable", frame.height - parsed.height)
             if parsed.height:
                 ctx.note("swap_consistency", round(float(parsed["judge_consistent"].mean()), 4))
@@ -348,7 +519,11 @@ class Judge(Stage):
                 ctx.note("longer_wins", round(float(longer.mean()), 4) if won.height else None)
             return
         frame = out.select(pl.col("judge_comparisons").sum().alias("n"),
-                           pl.col("judge_consistent_comparisons").sum().alias("c")).collect()
+                           pl.col("judge_consistent_comparisons").sum().alias("c"),
+                           pl.col("judge_first_wins").sum().alias("first"),
+                           pl.col("judge_second_wins").sum().alias("second")).collect()
         n, c = int(frame["n"][0] or 0), int(frame["c"][0] or 0)
+        first, decided = int(frame["first"][0] or 0), int(frame["first"][0] or 0) + int(frame["second"][0] or 0)
         ctx.note("comparisons", n)
         ctx.note("swap_consistency", round(c / n, 4) if n else None)
+        ctx.note("position_bias", round(first / decided, 4) if decided else None)
