@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import combinations
 from typing import Any, ClassVar, Literal
 
@@ -17,7 +17,7 @@ from curate.llm.base import Generation, Sampling
 from curate.pipeline import Context, Stage
 from curate.schema import RESPONSES
 from curate.synth import judging
-from curate.synth.rows import batch_seed, model_key, prompt_until_last_user
+from curate.synth.rows import model_key, prompt_until_last_user, row_seeds
 
 log = logging.getLogger("curate")
 
@@ -125,6 +125,8 @@ class Judge(Stage):
     kind: ClassVar = "batch"
     paper: ClassVar[str] = "Zheng et al. 2023, MT-Bench LLM-as-a-judge; Cui et al. 2023, UltraFeedback; Kim et al. 2023"
     model_params: ClassVar[tuple[str, ...]] = ("model",)
+    #: 2: each call seeded from its row's id (version 1 seeded each batch).
+    version: ClassVar[int] = 2
 
     model: str = "judge"
     mode: Literal["pointwise", "pairwise"] = "pointwise"
@@ -171,13 +173,13 @@ class Judge(Stage):
         if not conversations:
             return []
         if prefill is not None:
-            sampling = Sampling(temperature=0.0, max_tokens=3, seed=batch_seed(self.seed, ids),
+            sampling = Sampling(temperature=0.0, max_tokens=3, seed=row_seeds(self.seed, ids),
                                 logprobs=self.top_logprobs)
             prompts = [llm.render(c, add_generation_prompt=True) + prefill for c in conversations]
             outputs = llm.generate(prompts, sampling)
         else:
             sampling = Sampling(
-                temperature=self.temperature, max_tokens=self.max_tokens, seed=batch_seed(self.seed, ids),
+                temperature=self.temperature, max_tokens=self.max_tokens, seed=row_seeds(self.seed, ids),
                 logprobs=self.top_logprobs if (self.logprobs and self.mode == "pointwise") else None,
             )
             outputs = llm.chat(conversations, sampling)
@@ -221,7 +223,7 @@ class Judge(Stage):
         for prompt, x, y in items:
             calls.append(judging.pairwise_prompt(prompt, x, y, rubric=self.rubric, verdict_first=prefill))
             calls.append(judging.pairwise_prompt(prompt, y, x, rubric=self.rubric, verdict_first=prefill))
-        verdicts = self._verdicts(llm, calls, ids, prefill)
+        verdicts = self._verdicts(llm, calls, [f"{k}\x1f{order}" for k in ids for order in ("ab", "ba")], prefill)
         out = []
         for i in range(len(items)):
             (first, p_first), (second, p_second) = verdicts[2 * i], verdicts[2 * i + 1]
@@ -232,6 +234,30 @@ class Judge(Stage):
             out.append({"verdict": verdict, "consistent": consistent, "reason": reason, "first": first,
                         "swapped": second})
         return out
+
+    # -- table contract ----------------------------------------------------------------------------------
+    def accepted_tables(self) -> frozenset[str]:
+        return frozenset({"candidates", "preference"}) if self.mode == "pairwise" else self.accepts
+
+    def table_hint(self, table: str) -> str:
+        return " (pairwise compares two responses: use mode pointwise, or respond with n >= 2 first)"
+
+    def adds(self, table: str) -> dict[str, pl.DataType | None]:
+        sides = ("chosen", "rejected")
+        if self.mode == "pairwise":
+            if table == "preference":
+                return {"judge_verdict": pl.String(), "judge_consistent": pl.Boolean(), "judge_reason": pl.String(),
+                        "judge_verdict_first": pl.String(), "judge_verdict_swapped": pl.String(),
+                        **{f"judge_chars_{s}": pl.Int64() for s in sides}}
+            return {c: pl.Int64() for c in ("judge_comparisons", "judge_consistent_comparisons", "judge_first_wins",
+                                            "judge_second_wins")}
+        if table == "candidates":
+            return {"judge": pl.List(_POINT)}
+        if table == "preference":
+            return {f"judge_{k}_{s}": (pl.Int64() if k == "chars" else pl.String())
+                    for s in sides for k in ("reason", "rationale", "chars")}
+        return {"judge_score": pl.Float64(), "judge_reason": pl.String(), "judge_rationale": pl.String(),
+                "judge_chars": pl.Int64()}
 
     # -- stage -------------------------------------------------------------------------------------------
     def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
@@ -251,9 +277,12 @@ class Judge(Stage):
             return fn(llm, batch, table, prefill)
 
         desc = f"{ctx.stage_label} (judge)"
-        self._guard(lf, table, ctx, lambda head: ctx.map_batches(head, run, key, batch_size=self.batch_size,
-                                                                 desc=desc))
+        head_work = self._guard(lf, table, ctx, lambda head: ctx.map_batches(head, run, key,
+                                                                             batch_size=self.batch_size, desc=desc))
         out = ctx.map_batches(lf, run, key, batch_size=self.batch_size, desc=desc)
+        for unit, n in head_work.items():  # the full pass found the guard's rows cached: they were computed now
+            ctx.count(f"{unit}_computed", n)
+            ctx.count(f"{unit}_cached", -n)
         self._notes(out, table, ctx)
         return out
 
@@ -274,9 +303,8 @@ class Judge(Stage):
         if table == "candidates":
             n = pl.col("responses").list.len().clip(upper_bound=self.max_pairwise_responses)
             return (n * (n - 1) // 2) if self.mode == "pairwise" else n
-        if table == "preference":
-            return pl.lit(1 if self.mode == "pairwise" else 2)
-        return pl.lit(1)
+        per_row = 2 if table == "preference" and self.mode == "pointwise" else 1
+        return pl.int_range(pl.len(), dtype=pl.Int64) * 0 + per_row
 
     def _guard_rows(self, lf: pl.LazyFrame, table: str) -> int | None:
         """Rows of the first whole batches holding ``GUARD_MIN`` pairs, or None when the input has fewer."""
@@ -288,30 +316,34 @@ class Judge(Stage):
         return -(-rows // self.batch_size) * self.batch_size
 
     def _guard(self, lf: pl.LazyFrame, table: str, ctx: Context,
-               judge_rows: Any) -> None:
+               judge_rows: Callable[[pl.LazyFrame], pl.LazyFrame]) -> dict[str, int]:
         """Judge the first batches (cached like the rest: the full pass reuses them) and stop on a degenerate
-        judge; see the class docstring.  The stage's cache counters are kept as if the pass were one."""
+        judge; see the class docstring.  Returns the rows and batches this pass computed (the full pass counts
+        them as cached; the caller moves them back), with the stage's counters left as they were."""
         rows = self._guard_rows(lf, table)
         if rows is None:
             ctx.note("degeneracy_check", f"skipped: fewer than {GUARD_MIN} {self._unit_name()}")
-            return
+            return {}
         counters = ("rows_computed", "rows_cached", "batches_computed", "batches_cached")
-        before = {k: v for k, v in ctx.stats.get(ctx.stage_label, {}).items() if k in counters}
-        head = judge_rows(lf.head(rows)).collect()
         notes = ctx.stats.setdefault(ctx.stage_label, {})
-        done = {k: notes.get(k, 0) - before.get(k, 0) for k in counters}
-        for k in counters:  # the full pass finds the head cached: count its work as computed, once
-            notes[k] = before.get(k, 0) + done["rows_computed" if k.startswith("rows") else "batches_computed"] * (
-                1 if k.endswith("computed") else -1)
+        before = {k: notes[k] for k in counters if k in notes}
+        head = judge_rows(lf.head(rows)).collect()
+        work = {unit: notes.get(f"{unit}_computed", 0) - before.get(f"{unit}_computed", 0)
+                for unit in ("rows", "batches")}
+        for k in counters:
+            if k in before:
+                notes[k] = before[k]
+            else:
+                notes.pop(k, None)
         problem = self._degenerate(head, table)
         if problem is None:
             ctx.note("degeneracy_check", f"passed on the first {head.height} rows")
-            return
+            return work
         who = f"judge stage '{ctx.stage_label}', model '{self.model}' ({self._model_desc(ctx)})"
         if self.allow_degenerate:
             ctx.note("degeneracy_check", f"degenerate, allowed: {problem}")
             log.warning("%s looks degenerate: %s (allow_degenerate: true, judging every row anyway)", who, problem)
-            return
+            return work
         raise DegenerateJudgeError(
             f"{who} is degenerate: {problem}. Use a stronger judge model"
             + (", `pairwise_rule: calibrated`" if self.mode == "pairwise" and self.pairwise_rule == "agree" else "")
@@ -324,8 +356,9 @@ class Judge(Stage):
 
     def _model_desc(self, ctx: Context) -> str:
         spec = ctx.models.specs.get(self.model) or {}
-        where = spec.get("path") or spec.get("model") or spec.get("object") or "?"
-        return f"{spec.get('backend', 'registered')} {where}"
+        if "object" in spec:
+            return "a model object registered in the notebook"
+        return f"{spec.get('backend', 'transformers')} {spec.get('path') or spec.get('model') or '?'}"
 
     def _degenerate(self, head: pl.DataFrame, table: str) -> str | None:
         """Why the first verdicts carry no information, or None."""
@@ -384,7 +417,8 @@ class Judge(Stage):
                     calls.append(judging.pointwise_prompt(prompt, answer, scale=self.scale, rubric=self.rubric,
                                                           rating_first=self.rating_first or prefill))
                     where.append((r, s))
-        results = dict(zip(where, self._rate_many(llm, calls, ids, prefill), strict=True))
+        keys = [f"{ids[r]}\x1f{s}" for r, s in where]  # one seed per call, from its row's id and slot
+        results = dict(zip(where, self._rate_many(llm, calls, keys, prefill), strict=True))
         empty = {"score": None, "parsed": None, "reason": "nothing to judge (no prompt or empty response)",
                  "rationale": ""}
 
@@ -446,7 +480,7 @@ class Judge(Stage):
             for i, j in combinations(range(len(responses)), 2):
                 items.append((list(row["prompt"] or []), responses[i]["content"] or "", responses[j]["content"] or ""))
                 where.append((r, i, j))
-        res = self._pairwise(llm, items, ids, prefill)
+        res = self._pairwise(llm, items, [f"{ids[r]}\x1f{i}\x1f{j}" for r, i, j in where], prefill)
         wins: dict[tuple[int, int], float] = {}
         decided: dict[tuple[int, int], int] = {}
         consistent: dict[int, list[bool]] = {}
