@@ -479,6 +479,73 @@ def train(
     _guard(debug, action)
 
 
+@app.command("judge-eval", epilog=_examples(
+    "curate judge-eval pairs.jsonl                 # the length and random baselines",
+    "curate judge-eval pairs.jsonl -j model:default -j length -j rm:default --out runs/je",
+    "curate judge-eval pairs.csv --label-map '{\"0\": \"a\", \"1\": \"b\", \"2\": \"tie\"}' --json",
+    "curate judge-eval hh.jsonl.gz -j recipe:recipes/quickstart.yaml#judge --limit 200",
+))
+def judge_eval(
+    labelled: Path = typer.Argument(..., help="Labelled pairs: prompt, response_a, response_b, label (a/b/tie), "
+                                              "or a preference table (chosen is the label)."),
+    judges: list[str] = typer.Option([], "--judge", "-j", help="length | random | rm:default | rm:PATH | "
+                                     "model:HANDLE_OR_PATH | recipe:FILE#STAGE (repeatable; default length, random)."),
+    limit: int | None = typer.Option(None, "--limit", "-n", help="Only the first N pairs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the A/B order of preference rows, the coin and intervals."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    out_dir: Path | None = typer.Option(None, "--out", "-o", help="Write judge_eval.json, judge_eval.html, "
+                                        "verdicts.parquet here (and cache model work in OUT/cache)."),
+    label_map: str | None = typer.Option(None, "--label-map", help="JSON mapping the file's labels to a/b/tie."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Measure judges and reward models against human labels: agreement (2- and 3-way, 95% intervals), decided
+    share, swap consistency, position bias, length bias, per category; seconds and model calls."""
+    from curate.errors import RecipeError
+    from curate.judge_eval import evaluate, write_outputs
+    from curate.judge_eval.html import COLUMNS
+
+    def action() -> None:
+        mapping = None
+        if label_map is not None:
+            try:
+                mapping = json.loads(label_map)
+            except json.JSONDecodeError as exc:
+                raise RecipeError(f"--label-map: not valid JSON ({exc}); e.g. "
+                                  '\'{"0": "a", "1": "b", "2": "tie"}\'') from None
+            if not isinstance(mapping, dict):
+                raise RecipeError("--label-map: give a JSON object, e.g. {\"1\": \"a\", \"2\": \"b\"}")
+        result, verdicts = evaluate(
+            labelled, judges or ["length", "random"], limit=limit, seed=seed, label_map=mapping,
+            cache_dir=out_dir / "cache" if out_dir is not None else None,
+            notify=lambda msg: err.print(msg, highlight=False),
+        )
+        if out_dir is not None:
+            for path in write_outputs(result, verdicts, out_dir):
+                err.print(f"  wrote {path}", highlight=False)
+        if as_json:
+            print(json.dumps(result))
+            return
+
+        def cell(value: Any) -> str:
+            if value is None:
+                return "-"
+            if isinstance(value, list):
+                return f"{value[0]:.3f}-{value[1]:.3f}"
+            return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+        table = Table(*COLUMNS, box=None)
+        for j in result["judges"]:
+            table.add_row(j["name"], *(cell(j[k]) for k in (
+                "agreement", "agreement_ci", "agreement_decided", "agreement_3way", "decided", "swap_consistency",
+                "position_bias", "length_bias", "seconds", "calls")))
+        Console(width=max(out.width, 160)).print(table)
+        labels = result["labels"]
+        out.print(f"{result['n']} pairs from {result['file']} (labels a {labels.get('a', 0)}, b {labels.get('b', 0)}, "
+                  f"tie {labels.get('tie', 0)})", highlight=False)
+
+    _guard(debug, action)
+
+
 def main() -> None:
     app()
 
