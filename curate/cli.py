@@ -119,10 +119,14 @@ def run(
         elif show and event["event"] == "export_done":
             out.print(f"  export {event['format']}: {event['out']} {event['splits']}", highlight=False)
         elif show and event["event"] == "stage_done":
+            from curate.funnel import describe
+
             cached = " (cached)" if event["cached"] else ""
+            extra = describe(event)
             out.print(
                 f"  {event['label']:<22} {event['rows_in']:>9,} -> {event['rows_out']:>9,} rows"
-                f"  {event['quarantined']:>7,} set aside  {event['seconds']:>8.2f}s{cached}",
+                f"  {event['quarantined']:>7,} set aside  {event['seconds']:>8.2f}s{cached}"
+                + (f"  {extra}" if extra else ""),
                 highlight=False,
             )
 

@@ -40,7 +40,7 @@ from curate.checkpoint import file_digest
 from curate.errors import InputDataError, RecipeError
 from curate.io import Loaded, load
 from curate.models import ModelRegistry
-from curate.pipeline import QUARANTINE_SCHEMA, Context
+from curate.pipeline import QUARANTINE_SCHEMA, Context, reason_code
 from curate.recipe import Recipe
 from curate.schema import detect_table
 
@@ -61,6 +61,12 @@ class StageReport:
     cached: bool
     notes: dict[str, Any] = field(default_factory=dict)
     cache_dir: str = ""
+    #: the row balance (curate.funnel): rows_out = rows_in - quarantined - consumed + created - unaccounted
+    created: int = 0
+    consumed: int = 0
+    unaccounted: int = 0
+    #: rows where each boolean column the stage added is true (``mode: flag`` stages)
+    flagged: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -233,9 +239,11 @@ class Runner:
             rejected.append(
                 pl.concat(parts, how="vertical_relaxed").sort("_line", maintain_order=True).select(
                     pl.lit("00-read").alias("stage"),
+                    reason_code(pl.col("reason")).alias("code"),
                     pl.concat_str([pl.lit(f"{name}, row "), pl.col("_line").cast(pl.String),
                                    pl.lit(": "), pl.col("reason")]).alias("reason"),
                     pl.lit(None, dtype=pl.String).alias("id"),
+                    pl.lit(None, dtype=pl.String).alias("duplicate_of"),
                     pl.col("row").cast(pl.String),
                 )
             )
@@ -265,6 +273,7 @@ class Runner:
                 .drop(internal),
                 pl.concat_str([pl.lit("identical content to "), pl.col("_first_source").fill_null("input"),
                                pl.lit(" row "), pl.col("_first_line").cast(pl.String), pl.lit(" (same id)")]),
+                "exact_duplicate", duplicate_of=pl.col("id"),
             )
         good = scan.join(firsts.lazy().select("_pos"), on="_pos", how="semi", maintain_order="left").drop(internal)
         self._sink(stage_dir, good, [*rejected, *ctx.take_quarantine()])
@@ -350,6 +359,7 @@ class Runner:
                         quarantined=_count(stage_dir / "quarantine.parquet"),
                         seconds=round(time.perf_counter() - t0, 3), cached=False, notes=notes,
                     )
+                    _account(report, source.collect_schema(), stage_dir / "data.parquet")
                     checkpoint.write_json_atomic({"report": asdict(report), "params": stage.params()},
                                                  stage_dir / "stats.json")
                 report.cache_dir = stage_dir.name
@@ -438,6 +448,21 @@ class Runner:
             run_dir=self.run_dir, output=self.run_dir / "data" / f"{table}.parquet", table=table, rows=rows,
             seconds=seconds, stages=reports, quarantined=quarantined,
         )
+
+
+def _account(report: StageReport, before: pl.Schema, output: Path) -> None:
+    """Fill the report's row balance and flag counts (curate.funnel); a stage whose rows do not balance is
+    logged, so no row is lost without a word."""
+    from curate.funnel import balance, flag_counts
+
+    sums = balance(report.rows_in, report.rows_out, report.quarantined, report.notes)
+    report.created, report.consumed, report.unaccounted = sums["created"], sums["consumed"], sums["unaccounted"]
+    report.flagged = flag_counts(before, output)
+    if report.unaccounted:
+        logging.getLogger("curate").warning(
+            "%s: rows do not balance: %d in - %d set aside - %d consumed + %d created = %d, but %d out",
+            report.label, report.rows_in, report.quarantined, report.consumed, report.created,
+            report.rows_in - report.quarantined - report.consumed + report.created, report.rows_out)
 
 
 def collect_garbage(run_dir: Path, *, dry_run: bool = False) -> tuple[list[Path], int]:

@@ -83,9 +83,10 @@ def test_preference_checks_both_sides() -> None:
 
 def test_quarantine_keeps_raw_row_and_id() -> None:
     _, dropped = run([conv("", "x")], Filter())
-    assert dropped.columns == ["stage", "reason", "id", "row"]
+    assert dropped.columns == ["stage", "code", "reason", "id", "duplicate_of", "row"]
     assert dropped["stage"][0] == "filter"
-    assert '"content":""' in dropped["row"][0]
+    assert dropped["code"][0] == "empty_prompt"
+    assert dropped["row"][0]["messages"][0]["content"] == ""  # the removed row as a struct (one schema)
     assert len(dropped["id"][0]) == 32
 
 

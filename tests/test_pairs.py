@@ -122,7 +122,7 @@ def test_max_length_ratio_walks_to_the_next_admissible_combination() -> None:
                                  "chosen_longer_share": 0.8}
     assert control["after"]["pairs"] == 3 and control["after"]["chosen_longer_share"] == pytest.approx(1 / 3, 1e-3)
     assert control["changed"] == 2
-    quarantine = ctx.quarantine_frame()
+    quarantine = ctx.quarantine_frame(row="json")
     expected = ("no pair at least min_margin=1.0 apart has a chosen at most max_length_ratio=1.5 times as long as "
                 "its rejected (characters)")
     assert quarantine["reason"].to_list() == [expected, expected]

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from curate.errors import InputDataError
+from curate.pipeline import scan_quarantine
 from curate.report import plots
 from curate.report.html import esc, none, pair, table
 from curate.schema import detect_table, hash_expr, prompt_text, response_texts, text_for
@@ -79,26 +80,26 @@ def funnel(run_dir: Path, manifest: dict[str, Any]) -> Section:
         return "funnel", "Stage funnel", none("The manifest lists no stages.")
     labels = [s["label"] for s in stages]
     body = plots.funnel_chart(labels, [s["rows_in"] for s in stages], [s["rows_out"] for s in stages])
-    body += table(["stage", "rows in", "rows out", "quarantined", "seconds", "cached"],
-                  [[s["label"], s["rows_in"], s["rows_out"], s["quarantined"], s["seconds"],
-                    "yes" if s.get("cached") else "no"] for s in stages])
+    body += table(["stage", "rows in", "set aside", "consumed", "created", "rows out", "flagged", "unaccounted",
+                   "seconds", "cached"],
+                  [[s["label"], s["rows_in"], s["quarantined"], s.get("consumed", 0), s.get("created", 0),
+                    s["rows_out"], ", ".join(f"{n} {c}" for c, n in (s.get("flagged") or {}).items()),
+                    s.get("unaccounted", 0), s["seconds"], "yes" if s.get("cached") else "no"] for s in stages])
+    uses = [f"{s['label']}: input rows {s['notes']['input_use']}" for s in stages
+            if (s.get("notes") or {}).get("input_use")]
+    body += "".join(f"<p>{esc(text)}</p>" for text in uses)
     reasons: list[list[Any]] = []
     for path in sorted((run_dir / "quarantine").glob("*.parquet")):
-        q = pl.read_parquet(path, columns=["stage", "reason"])
+        q = scan_quarantine(path).select("stage", "code", "reason").collect()
         for stage in q["stage"].unique(maintain_order=True).to_list():
-            counts = Counter(_reason_group(r) for r in q.filter(pl.col("stage") == stage)["reason"].to_list())
-            reasons += [[stage, reason, n] for reason, n in counts.most_common(5)]
+            mine = q.filter(pl.col("stage") == stage)
+            counts = Counter(mine["code"].to_list())
+            example = dict(zip(mine["code"].to_list(), mine["reason"].to_list(), strict=True))
+            reasons += [[stage, code, n, example[code]] for code, n in counts.most_common(5)]
     body += "<h3>Top quarantine reasons per stage</h3>"
-    body += table(["stage", "reason (ids and numbers folded)", "rows"], reasons) if reasons else none(
+    body += table(["stage", "code", "rows", "example reason"], reasons) if reasons else none(
         "No rows were quarantined.")
     return "funnel", "Stage funnel", body
-
-
-def _reason_group(reason: str | None) -> str:
-    """Fold ids, file rows and numbers so 'duplicate of <id>' counts as one reason, not one per id."""
-    text = re.sub(r"^[^:]*, row \d+: ", "", reason or "(no reason)")
-    text = _ID.sub("<id>", text)
-    return re.sub(r"\d+(\.\d+)?", "#", text)
 
 
 def lengths(run_dir: Path, manifest: dict[str, Any], data: pl.LazyFrame | None) -> Section:

@@ -72,5 +72,6 @@ def drop_cluster_losers(
     ctx.quarantine(
         lf.join(losers.lazy(), on="id", how="inner", maintain_order="left"),
         pl.format(f"near duplicate ({measure} {{}}) of {{}}", pl.col("_sim"), pl.col("_dup_of")),
+        "near_duplicate", duplicate_of=pl.col("_dup_of"),
     )
     return lf.join(losers.lazy().select("id"), on="id", how="anti", maintain_order="left")

@@ -74,6 +74,7 @@ class ExactDedup(Stage):
         ctx.quarantine(
             lf.join(losers.lazy().select("id", "_dup_of"), on="id", how="inner", maintain_order="left"),
             pl.concat_str([pl.lit(f"exact duplicate ({self.on}) of "), pl.col("_dup_of")]),
+            "exact_duplicate", duplicate_of=pl.col("_dup_of"),
         )
         return lf.join(kept_ids.lazy(), on="id", how="semi", maintain_order="left")
 

@@ -223,6 +223,12 @@ class Magpie(Stage):
         llm = ctx.models.get(self.model, "llm")
         model_name = str(getattr(llm, "name", self.model))
         samples = self._samples(lf)
+        # A source stage: its samples replace the input rows (curate.funnel's balance), and the funnel says how.
+        ctx.note("rows_consumed", int(lf.select(pl.len()).collect().item()))
+        ctx.note("rows_created", samples.height)
+        ctx.note("input_use", "replaced by one sample each" if self.count is None
+                 else f"read for system prompts only (count: {self.count})" if self.system_from_input
+                 else f"ignored (count: {self.count} samples)")
         # ``count`` is left out of the shard key: sample ids do not depend on it, so a larger count reuses
         # every full batch of a smaller one.
         params = {k: v for k, v in self.params().items() if k != "count"}
@@ -263,6 +269,7 @@ class Magpie(Stage):
         ctx.quarantine(
             shaped.join(dups.lazy(), on="id", how="inner", maintain_order="left"),
             pl.concat_str([pl.lit("duplicate instruction of magpie sample "), pl.col("_dup_of")]),
+            "exact_duplicate", duplicate_of=pl.col("_dup_of"),
         )
         good = shaped.filter(pl.col("_reject").is_null()).join(dups.lazy(), on="id", how="anti", maintain_order="left")
         good = good.drop("_system", "_instruction", "_reject", "_dropped_continuations")

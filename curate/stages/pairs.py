@@ -200,7 +200,7 @@ class Pairs(Stage):
         ctx.quarantine(
             lf.join(dropped.lazy().select("_row", "_drop"), on="_row", how="inner", maintain_order="left")
             .with_columns(reason_expr.alias("_reason")).drop("_row"),
-            pl.col("_reason"),
+            pl.col("_reason"), pl.col("_drop"),
         )
         kept = decision.lazy().filter(pl.col("_drop").is_null()).select("_row", "_c_k", "_r_k")
         pick_c = pl.col("responses").list.get(pl.col("_c_k"))

@@ -166,5 +166,9 @@ class RewardAugment(Stage):
             pl.col("id").alias("parent_id"), pl.col("score_rejected").alias("goal_score"),
         )
         twins = pl.concat([first, second], how="vertical").sort("_ra_row", "_ra_twin")
+        usable_rows = int(usable.select(pl.len()).collect().item())  # the funnel's balance (curate.funnel)
+        ctx.note("rows_consumed", usable_rows)
+        ctx.note("rows_created", 2 * usable_rows)
+        ctx.note("input_use", "replaced by two goal-conditioned twins each")
         out = twins.with_columns(self._prompt_with_goal(self._goal_expr(pl.col("goal_score"))).alias("prompt"))
         return with_ids(out.drop("_ra_row", "_ra_twin"), "preference")

@@ -433,6 +433,7 @@ class Translate(Stage):
             "id", *content, *source_meta, pl.lit(None, dtype=pl.String).alias("parent_id"),
             pl.lit(self.source_lang).alias("lang"), pl.lit(self.source_lang).alias("source_lang"))
         ctx.note("mixed_source_rows", int(mixed.select(pl.len()).collect().item()))
+        ctx.note("rows_created", ctx.stats[ctx.stage_label]["mixed_source_rows"])  # the balance (curate.funnel)
         return pl.concat([out, conform(mixed, table)], how="diagonal_relaxed")
 
     def _notes(self, checked: pl.LazyFrame, ctx: Context) -> None:
