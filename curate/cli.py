@@ -1,7 +1,7 @@
 """The ``curate`` command: parse arguments, call the library, print, exit with a meaningful code.
 
 Errors become one line on stderr and the error class's exit code (see ``curate.errors``); ``--debug``
-shows the traceback instead.
+adds the traceback and keeps the exit code.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import textwrap
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from curate import __version__
-from curate.errors import CurateError
+from curate.errors import CurateError, environment_error
 
 app = typer.Typer(
     name="curate",
@@ -43,25 +44,29 @@ def _examples(*lines: str) -> str:
 
 
 def _guard(debug: bool, action: Callable[[], T]) -> T:
-    """Run ``action``; turn failures into one line and an exit code unless ``--debug``."""
+    """Run ``action``; turn failures into one line and the error's exit code.
+
+    The exit code never depends on ``--debug``: with it the traceback is printed as well, and the process
+    still exits with the error's own code (a scheduler sees the same code in a debug run).  An OS refusal
+    that reaches here (disk full, read-only, permissions) is an :class:`EnvironmentIOError`, exit code 8.
+    """
     try:
         return action()
-    except CurateError as exc:
-        if debug:
-            raise
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         err.print("interrupted: run the same command again to resume where it stopped")
         raise typer.Exit(130) from None
     except Exception as exc:
         if debug:
-            raise
+            traceback.print_exc()
+        error = exc if isinstance(exc, CurateError) else environment_error(exc)
+        if error is not None:
+            err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+            raise typer.Exit(error.exit_code) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        err.print(
-            f"[bold red]error:[/] unexpected {type(exc).__name__}: {first} (run with --debug for the traceback)",
-            markup=True, highlight=False,
-        )
+        hint = "" if debug else " (run with --debug for the traceback)"
+        err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {first}{hint}", markup=True, highlight=False)
         raise typer.Exit(1) from None
 
 

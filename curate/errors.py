@@ -8,6 +8,10 @@ from a lock held by another run without parsing text.
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+
 
 class CurateError(Exception):
     """Base class: a problem curate can explain in one line."""
@@ -55,6 +59,48 @@ class ExecutorUnavailableError(CurateError):
     retries later, or falls back to the local executor)."""
 
     exit_code = 7
+
+
+class EnvironmentIOError(CurateError):
+    """The machine refused a read or write: disk full, quota, read-only filesystem, no permission, an I/O
+    error, a file where a folder should be.  Nothing is wrong with the recipe or the data, and the published
+    output is untouched: a scheduler retries once the condition is cleared (the run resumes where it stopped)."""
+
+    exit_code = 8
+
+
+#: OS errors that say "this machine cannot read or write there now", whatever the file.
+_ENV_ERRNOS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.ENOTDIR, errno.EISDIR,
+    errno.EEXIST, errno.ENOENT, errno.EMFILE, errno.ENFILE, errno.EFBIG, errno.ENAMETOOLONG, errno.ETXTBSY,
+    errno.ESTALE, errno.ENOLCK, errno.EBUSY, errno.ENOMEM, errno.ENXIO, errno.ENODEV,
+}
+#: How Polars (Rust) reports an OS error inside a ComputeError: "... No space left on device (os error 28)".
+_POLARS_OS_ERROR = re.compile(r"(?:underlying IO error: )?([^:()]*?) \(os error (\d+)\)")
+
+
+def environment_error(exc: BaseException, path: str | os.PathLike[str] | None = None) -> EnvironmentIOError | None:
+    """``exc`` as an :class:`EnvironmentIOError` naming the path, or ``None`` when it is not an OS refusal.
+
+    Python reports ``OSError`` with an errno (the path is ``exc.filename`` when the call had one); Polars
+    wraps the same failure in a ``ComputeError`` whose text ends in ``(os error N)`` and names no file, so
+    the caller passes the ``path`` it was writing.  An ``OSError`` without an errno (model loaders raise those
+    for a bad checkpoint) is not an environment failure and is left alone."""
+    if isinstance(exc, EnvironmentIOError):
+        return exc
+    code: int | None = None
+    text = ""
+    if isinstance(exc, OSError) and exc.errno in _ENV_ERRNOS:
+        code, text = exc.errno, exc.strerror or os.strerror(exc.errno)
+        path = exc.filename if exc.filename is not None else path
+    elif type(exc).__module__.startswith("polars") and (found := _POLARS_OS_ERROR.search(str(exc))):
+        code = int(found.group(2))
+        text = os.strerror(code) if code in _ENV_ERRNOS else ""
+    if code is None or code not in _ENV_ERRNOS:
+        return None
+    name = errno.errorcode.get(code, str(code))
+    place = f"{os.fspath(path)}: " if path is not None else ""
+    return EnvironmentIOError(f"{place}{text} ({name})")
 
 
 #: What to do when a model path does not exist, per kind of model (appended to the "not found" errors).

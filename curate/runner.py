@@ -19,6 +19,7 @@ first unfinished shard) and ends with exactly the rows of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,7 +27,8 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -37,7 +39,7 @@ import xxhash
 
 from curate import checkpoint, faults
 from curate.checkpoint import file_digest
-from curate.errors import InputDataError, RecipeError
+from curate.errors import CurateError, InputDataError, RecipeError, environment_error
 from curate.io import Loaded, load
 from curate.models import ModelRegistry
 from curate.pipeline import QUARANTINE_SCHEMA, Context, reason_code
@@ -133,6 +135,12 @@ class Runner:
         self.progress = progress
         self.on_event = on_event or (lambda event: None)
         self.stage_root = run_dir / "cache" / "stages"
+        # What a failed run publishes (see _failure_record): the stage it was in, the stages it finished.
+        self._phase = "start"
+        self._reports: list[StageReport] = []
+        self._chain: list[Path] = []
+        self._inputs: list[dict[str, Any]] = []
+        self._ctx: Context | None = None
 
     # -- helpers -------------------------------------------------------------------------------------
     def _emit(self, event: str, **data: Any) -> None:
@@ -158,7 +166,8 @@ class Runner:
             data.sink_parquet(data_tmp, lazy=True, maintain_order=True),
             q_frame.sink_parquet(q_tmp, lazy=True, maintain_order=True),
         ]
-        pl.collect_all(sinks)
+        with checkpoint.writing(stage_dir, data_tmp, q_tmp):
+            pl.collect_all(sinks)
         checkpoint.commit(data_tmp, stage_dir / "data.parquet")
         checkpoint.commit(q_tmp, stage_dir / "quarantine.parquet")
 
@@ -207,7 +216,8 @@ class Runner:
         stage_dir.mkdir(parents=True, exist_ok=True)
         staged = stage_dir / "adapted.parquet"
         tmp = checkpoint.tmp_path_for(staged)
-        combined.with_row_index("_pos").sink_parquet(tmp, maintain_order=True)
+        with checkpoint.writing(staged, tmp):
+            combined.with_row_index("_pos").sink_parquet(tmp, maintain_order=True)
         checkpoint.commit(tmp, staged)
         scan = pl.scan_parquet(staged)
         names = scan.collect_schema().names()
@@ -297,11 +307,18 @@ class Runner:
         # preference rows the default morsel size nearly doubled peak RSS for no gain in speed
         # (benchmarks/streaming.py).
         with pl.Config(streaming_chunk_size=STREAMING_CHUNK_ROWS):
-            return self._run()
+            try:
+                return self._run()
+            except Exception as exc:  # an OS refusal outside the locked part (e.g. a read-only --out)
+                converted = environment_error(exc) if not isinstance(exc, CurateError) else None
+                if converted is None:
+                    raise
+                raise converted from exc
 
     def _run(self) -> RunResult:
         started = time.perf_counter()
-        with checkpoint.RunLock(self.run_dir):
+        with checkpoint.RunLock(self.run_dir), self._failure_record(started):
+            self._phase = "00-read"
             if not self.resume and (self.run_dir / "cache").exists():
                 shutil.rmtree(self.run_dir / "cache")
             self._emit("run_start", recipe=self.recipe.name, run_dir=str(self.run_dir))
@@ -309,12 +326,12 @@ class Runner:
             report.cache_dir = stage_dir.name
             reports = [report]
             chain = [stage_dir]
+            self._reports, self._chain, self._inputs = reports, chain, inputs
             self._emit("stage_done", **asdict(report))
             if report.rows_out == 0:
                 raise InputDataError(
                     f"no usable rows in the input of recipe '{self.recipe.name}' "
-                    f"({report.quarantined} row(s) set aside; see {self.run_dir / 'quarantine'} "
-                    "after a run with on_error: quarantine)"
+                    f"({report.quarantined} row(s) set aside, each with its reason, in {self.run_dir / 'quarantine'})"
                 )
             rows = report.rows_out
             previous = previous_run(self.run_dir) if self.refresh else None
@@ -330,11 +347,13 @@ class Runner:
                 ctx = engine.context(**ctx_args)
             else:
                 engine, ctx = None, Context(**ctx_args)
+            self._ctx = ctx
             for index, stage in enumerate(self.recipe.stage_objects, start=1):
                 model_keys = "|".join(ctx.models.fingerprint(h) for h in stage.models_used())
                 extra = stage.cache_key_extra(ctx)
                 key = xxhash.xxh3_128_hexdigest(f"{key}|{stage.fingerprint()}|{model_keys}|{extra}".encode())
                 label = f"{index:02d}-{stage.name}"
+                self._phase = label
                 stage_dir = self._stage_dir(index, stage.name, key)
                 done = self._done(stage_dir) if self.resume else None
                 if done is not None:
@@ -369,6 +388,7 @@ class Runner:
                 self._emit("stage_done", **asdict(report))
             if engine is not None:
                 engine.close()
+            self._phase = "publish"
             result = self._publish(table, chain, reports, inputs, started, previous)
             if self.refresh:
                 _prune_stage_dirs(self.stage_root, {p.name for p in chain})
@@ -384,6 +404,92 @@ class Runner:
                    quarantined=result.quarantined)
         return result
 
+    def _staging_with_quarantine(self, reports: list[StageReport], chain: list[Path]) -> Path:
+        """A fresh ``.staging-PID`` folder holding ``quarantine/``: every finished stage's set-aside rows (links)."""
+        staging = self.run_dir / f".staging-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        with checkpoint.writing(staging):
+            (staging / "quarantine").mkdir(parents=True)
+            for report, stage_dir in zip(reports, chain, strict=True):
+                if report.quarantined:
+                    _link_or_copy(stage_dir / "quarantine.parquet", staging / "quarantine" / f"{report.label}.parquet")
+        return staging
+
+    @contextmanager
+    def _failure_record(self, started: float) -> Iterator[None]:
+        """On any failure inside the locked part of a run: delete this process's temporary files, name an OS
+        refusal (disk full, read-only) as :class:`EnvironmentIOError`, and publish what the failed run has to
+        show (:meth:`_publish_failure`).  An interrupt (Ctrl-C) only cleans up: it is a pause, not a result."""
+        try:
+            yield
+        except BaseException as exc:
+            try:
+                checkpoint.remove_temp_files(self.run_dir, pids={os.getpid()})
+            except OSError as cleanup:
+                logging.getLogger("curate").warning("temporary files not removed: %s", cleanup)
+            if not isinstance(exc, Exception):
+                raise
+            error: BaseException = exc
+            if not isinstance(exc, CurateError):
+                error = environment_error(exc) or exc
+                if error is not exc and getattr(exc, "filename", None) is None:
+                    # No file named (Polars never names one): say which stage failed and where it writes.
+                    error = type(error)(f"stage {self._phase}, writing under {self.run_dir / 'cache'} or the "
+                                        f"system temporary folder: {error}")
+            self._publish_failure(error, started)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _publish_failure(self, error: BaseException, started: float) -> None:
+        """A failed run publishes ``quarantine/`` (the rows its finished stages set aside, with reasons) and a
+        ``manifest.json`` marked ``status: failed`` (error, exit code, the stage it failed in), so the error
+        line's "see RUN/quarantine" points at something.  ``data/`` and ``reports/`` are left alone: the
+        last successful run's output stays published, and the manifest keeps that run as ``last_success``
+        (so ``curate gc`` keeps its cache and a refresh records it).  Never raises: a disk too full for this
+        must not hide the error that stopped the run."""
+        try:
+            previous = _read_manifest(self.run_dir)
+            if previous is not None and previous.get("status", "ok") == "ok":
+                last_success: dict[str, Any] | None = previous
+                last_digest = file_digest(self.run_dir / "manifest.json")
+            else:
+                last_success = (previous or {}).get("last_success")
+                last_digest = (previous or {}).get("last_success_xxh3")
+            reports, chain = self._reports, self._chain
+            manifest = {
+                "status": "failed",
+                "error": {
+                    "type": type(error).__name__, "message": str(error),
+                    "exit_code": getattr(error, "exit_code", 1), "stage": self._phase,
+                    # what the failed stage had noted (its shard folders: curate gc keeps them for the resume)
+                    "notes": dict(self._ctx.stats.get(self._phase, {})) if self._ctx is not None else {},
+                },
+                "recipe": self.recipe.content(),
+                "recipe_hash": self.recipe.hash(),
+                "seed": self.recipe.seed,
+                "versions": package_versions(),
+                "command": sys.argv,
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "seconds": round(time.perf_counter() - started, 3),
+                "inputs": self._inputs,
+                "limit": self.limit,
+                "stages": [asdict(r) for r in reports],
+                "quarantined": sum(r.quarantined for r in reports),
+                "executor": {"name": self.executor, **({"address": self.address} if self.address else {})},
+                "last_success": last_success,
+                "last_success_xxh3": last_digest,
+            }
+            staging = self._staging_with_quarantine(reports, chain)
+            checkpoint.write_json_atomic(manifest, staging / "manifest.json")
+            checkpoint.publish_dir(staging / "quarantine", self.run_dir / "quarantine")
+            checkpoint.commit(staging / "manifest.json", self.run_dir / "manifest.json")
+            shutil.rmtree(staging, ignore_errors=True)
+        except Exception as exc:
+            logging.getLogger("curate").warning("failed run not recorded in %s: %s", self.run_dir, exc)
+            with contextlib.suppress(OSError):
+                checkpoint.remove_temp_files(self.run_dir, pids={os.getpid()})
+
     def _publish(
         self, table: str, chain: list[Path], reports: list[StageReport], inputs: list[dict[str, Any]],
         started: float, previous: dict[str, Any] | None = None,
@@ -393,30 +499,20 @@ class Runner:
         expected = self.recipe.output.table
         if expected is not None and expected != table:
             raise RecipeError(f"output.table is '{expected}' but the pipeline produces a {table} table")
-        staging = self.run_dir / f".staging-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging / "data").mkdir(parents=True)
-        (staging / "quarantine").mkdir()
+        staging = self._staging_with_quarantine(reports, chain)
+        (staging / "data").mkdir()
         final_data = chain[-1] / "data.parquet"
         _link_or_copy(final_data, staging / "data" / f"{table}.parquet")
-        for report, stage_dir in zip(reports, chain, strict=True):
-            q = stage_dir / "quarantine.parquet"
-            if report.quarantined:
-                _link_or_copy(q, staging / "quarantine" / f"{report.label}.parquet")
         (staging / "reports").mkdir()
         for report in reports:  # stage reports (e.g. the audit's matches) are outputs too: publish them
             produced = report.notes.get("report")
             if produced and Path(produced).is_file():
                 _link_or_copy(Path(produced), staging / "reports" / f"{report.label}{Path(produced).suffix}")
-        checkpoint.publish_dir(staging / "data", self.run_dir / "data")
-        checkpoint.publish_dir(staging / "quarantine", self.run_dir / "quarantine")
-        checkpoint.publish_dir(staging / "reports", self.run_dir / "reports")
-        shutil.rmtree(staging, ignore_errors=True)
-        faults.reached("publish")
         rows = reports[-1].rows_out
         seconds = round(time.perf_counter() - started, 3)
         quarantined = sum(r.quarantined for r in reports)
         manifest = {
+            "status": "ok",
             "recipe": self.recipe.content(),
             "recipe_hash": self.recipe.hash(),
             "seed": self.recipe.seed,
@@ -437,7 +533,15 @@ class Runner:
         }
         if self.refresh:
             manifest["refresh"] = {"previous": previous, "input_rows": reports[0].rows_in}
-        checkpoint.write_json_atomic(manifest, self.run_dir / "manifest.json")
+        # Every byte is written into staging before the first rename (a full disk fails here, with the
+        # published run untouched); the renames need no space.
+        checkpoint.write_json_atomic(manifest, staging / "manifest.json")
+        checkpoint.publish_dir(staging / "data", self.run_dir / "data")
+        checkpoint.publish_dir(staging / "quarantine", self.run_dir / "quarantine")
+        checkpoint.publish_dir(staging / "reports", self.run_dir / "reports")
+        faults.reached("publish")
+        checkpoint.commit(staging / "manifest.json", self.run_dir / "manifest.json")
+        shutil.rmtree(staging, ignore_errors=True)
         try:  # the HTML report is a view of the outputs: never let it fail a run that produced them
             from curate.report import write_report
 
@@ -468,16 +572,21 @@ def _account(report: StageReport, before: pl.Schema, output: Path) -> None:
 def collect_garbage(run_dir: Path, *, dry_run: bool = False) -> tuple[list[Path], int]:
     """Delete cache entries that the run's current manifest does not use; returns (paths, bytes freed).
 
-    Kept: the stage directories of the last finished run and the batch-shard folders its stages read.
-    Everything else under ``cache/`` is left from earlier parameters or inputs, and is only a speed-up for
-    re-running those; removing it never changes an output.  Holds the run lock, so it never races a run.
+    Kept: the stage directories of the last run and the batch-shard folders its stages read; after a failed
+    run also those of its ``last_success`` (what ``data/`` holds) and the shards of the stage it failed in
+    (what its resume reuses).  Everything else under ``cache/`` is left from earlier parameters or inputs,
+    and is only a speed-up for re-running those; removing it never changes an output.  Temporary files of
+    writers that are no longer running (``.NAME.tmp-PID`` left by a killed or failed run) go too.  Holds
+    the run lock, so it never races a run.
     """
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.exists():
         raise InputDataError(f"{run_dir}: no manifest.json (not a finished run directory)")
     manifest = json.loads(manifest_path.read_text())
-    keep_stages = {s.get("cache_dir") for s in manifest["stages"]}
-    keep_shards = {d for s in manifest["stages"] for d in s.get("notes", {}).get("shard_dirs", [])}
+    stages = [*manifest["stages"], *(manifest.get("last_success") or {}).get("stages", [])]
+    keep_stages = {s.get("cache_dir") for s in stages}
+    failed_notes = (manifest.get("error") or {}).get("notes") or {}
+    keep_shards = {d for s in [*stages, {"notes": failed_notes}] for d in s.get("notes", {}).get("shard_dirs", [])}
     if None in keep_stages or "" in keep_stages:
         raise InputDataError(f"{manifest_path}: written by an older curate; run the recipe again before gc")
     doomed: list[Path] = []
@@ -486,24 +595,38 @@ def collect_garbage(run_dir: Path, *, dry_run: bool = False) -> tuple[list[Path]
         for folder, keep in ((cache / "stages", keep_stages), (cache / "shards", keep_shards)):
             if folder.is_dir():
                 doomed += [p for p in sorted(folder.iterdir()) if p.name not in keep]
+        doomed += [p for p in checkpoint.stale_temp_files(run_dir) if not any(p.is_relative_to(d) for d in doomed)]
         freed = sum(f.stat().st_size for p in doomed for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
         if not dry_run:
+            checkpoint.remove_temp_files(run_dir)
             for path in doomed:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                if path.exists():
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
     return doomed, freed
 
 
-def previous_run(run_dir: Path) -> dict[str, Any] | None:
-    """What a refresh records of the run it replaces: its manifest's hash, time, rows and inputs."""
-    path = run_dir / "manifest.json"
-    if not path.exists():
-        return None
+def _read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    """The run directory's manifest, or ``None`` when there is none (or it cannot be read)."""
     try:
-        old = json.loads(path.read_text())
+        return json.loads((run_dir / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def previous_run(run_dir: Path) -> dict[str, Any] | None:
+    """What a refresh records of the run it replaces (the one whose output ``data/`` holds): its manifest's
+    hash, time, rows and inputs.  After a failed run that is the manifest's ``last_success``."""
+    path = run_dir / "manifest.json"
+    old = _read_manifest(run_dir)
+    if old is None:
+        return None
+    digest = file_digest(path)
+    if old.get("status") == "failed":
+        old, digest = old.get("last_success"), old.get("last_success_xxh3")
+        if not old:
+            return None
     return {
-        "manifest_xxh3": file_digest(path),
+        "manifest_xxh3": digest,
         "finished_at": old.get("finished_at"),
         "rows": old.get("output", {}).get("rows"),
         "input_rows": (old.get("stages") or [{}])[0].get("rows_in"),

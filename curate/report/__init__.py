@@ -24,6 +24,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not manifest_path.is_file():
         raise InputDataError(f"{run_dir}: no manifest.json (not a finished run directory)")
     manifest = json.loads(manifest_path.read_text())
+    if manifest.get("status") == "failed":  # curate.runner: a failed run publishes quarantine/ and its manifest
+        error = manifest.get("error") or {}
+        kept = (manifest.get("last_success") or {}).get("finished_at")
+        raise InputDataError(
+            f"{run_dir}: the last run failed in stage {error.get('stage')} (exit {error.get('exit_code')}): "
+            f"{error.get('message')} (a failed run has no report"
+            + (f"; data/ still holds the run finished at {kept})" if kept else ")")
+        )
     output = (manifest.get("output") or {}).get("path")
     # Lazy: each section reads the columns it needs and reduces them (lengths, scores, counts) while streaming,
     # so a million-row run's report holds numbers, not texts (a full read held GBs).
