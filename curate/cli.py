@@ -514,6 +514,8 @@ def judge_eval(
     from curate.judge_eval.html import COLUMNS
 
     def action() -> None:
+        if not sys.stderr.isatty():
+            os.environ.setdefault("TQDM_DISABLE", "1")  # GGUF de-quantising bars: off in logs and pipes
         mapping = None
         if label_map is not None:
             try:
