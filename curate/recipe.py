@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curate.errors import RecipeError
+from curate.io.readers import DEFAULT_LIMITS, Limits
 from curate.pipeline import Stage
 from curate.stages import STAGES
 
@@ -35,6 +36,12 @@ class InputSpec(BaseModel):
     adapter: str = "auto"
     options: dict[str, Any] = Field(default_factory=dict)
     source: str | None = None
+    #: What one row may hold (curate.io.readers.Limits): a row past a limit is rejected with its reason.
+    max_nesting: int = Field(default=DEFAULT_LIMITS.max_nesting, ge=1)
+    max_line_mb: float = Field(default=DEFAULT_LIMITS.max_line_bytes / (1 << 20), gt=0)
+
+    def limits(self) -> Limits:
+        return Limits(max_nesting=self.max_nesting, max_line_bytes=max(1, int(self.max_line_mb * (1 << 20))))
 
 
 class OutputSpec(BaseModel):

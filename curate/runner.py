@@ -41,12 +41,13 @@ from curate import checkpoint, faults
 from curate.checkpoint import file_digest
 from curate.errors import CurateError, InputDataError, RecipeError, environment_error
 from curate.io import Loaded, load
+from curate.io.readers import check_input
 from curate.models import ModelRegistry
 from curate.pipeline import QUARANTINE_SCHEMA, Context, reason_code
 from curate.recipe import Recipe
 from curate.schema import detect_table
 
-INGEST_VERSION = 1
+INGEST_VERSION = 2  # 2: NUL / lone-surrogate rows rejected, folders read whole, row limits
 #: Rows per Polars streaming morsel during a run.
 STREAMING_CHUNK_ROWS = 5000
 
@@ -178,12 +179,15 @@ class Runner:
         specs = []
         for spec in recipe.input:
             path = recipe.resolve(spec.path)
-            if not path.exists():
-                raise InputDataError(f"{path}: no such file (input of recipe '{recipe.name}')")
+            try:  # before hashing: a FIFO or /dev/zero would block the hash forever
+                check_input(path)
+            except InputDataError as exc:
+                raise InputDataError(f"{exc} (input of recipe '{recipe.name}')") from None
             specs.append((spec, path, file_digest(path)))
         key_payload = {
             "v": INGEST_VERSION,
-            "inputs": [[s.adapter, s.options, s.source, digest] for s, _, digest in specs],
+            "inputs": [[s.adapter, s.options, s.source, digest, s.max_nesting, s.max_line_mb]
+                       for s, _, digest in specs],
             "limit": self.limit,
             "on_error": recipe.on_error,
         }
@@ -197,7 +201,13 @@ class Runner:
 
         loaded: list[Loaded] = []
         for (spec, path, _), info in zip(specs, inputs_info, strict=True):
-            item = load(path, spec.adapter, options=spec.options, source=spec.source)
+            item = load(path, spec.adapter, options=spec.options, source=spec.source, limits=spec.limits())
+            if item.skipped:  # files of a folder input that were not read: said, and kept in the manifest
+                info["skipped"] = [{"path": name, "reason": why} for name, why in item.skipped]
+                logging.getLogger("curate").warning(
+                    "%s: %d file(s) not read: %s", path, len(item.skipped),
+                    "; ".join(f"{name} ({why})" for name, why in item.skipped[:10]),
+                )
             if loaded and item.table != loaded[0].table:
                 raise InputDataError(
                     f"{path}: adapter '{item.adapter}' gives a {item.table} table but earlier inputs "
@@ -294,7 +304,8 @@ class Runner:
         report = StageReport(
             label="00-read", name="read", kind="input", rows_in=rows_out + quarantined, rows_out=rows_out,
             quarantined=quarantined, seconds=round(time.perf_counter() - started, 3), cached=False,
-            notes={"identical_rows": repeats.height, "invalid_rows": quarantined - repeats.height},
+            notes={"identical_rows": repeats.height, "invalid_rows": quarantined - repeats.height,
+                   "skipped_files": sum(len(item.skipped) for item in loaded)},
         )
         checkpoint.write_json_atomic(
             {"report": asdict(report), "table": table, "inputs": inputs_info}, stage_dir / "stats.json"

@@ -40,6 +40,7 @@ import polars as pl
 
 from curate.errors import InputDataError
 from curate.io._base import Adapter
+from curate.io._exprs import first_problem, problem
 from curate.io.chat import Alpaca, ConversationTable, OpenAIMessages, ShareGPT
 from curate.io.oasst import Oasst
 from curate.io.prefs import HHRLHF, CandidatesTable, MultiResponse, Pairwise, PreferenceTable
@@ -98,11 +99,17 @@ def adapt(
     file: str,
     options: Mapping[str, Any] | None = None,
     source: str | None = None,
+    text_checked: bool = False,
 ) -> tuple[pl.LazyFrame, str]:
     """Convert a raw frame to a canonical table: ``(frame, table name)``; see the module doc for the columns.
 
     Lazy throughout (curate's own Parquet streams through); ``hh_rlhf``, ``oasst`` and parallel scores of
     ``multi_response`` run a Python function per batch inside the plan.
+
+    Text rule (the readers' for JSON and CSV, here for Parquet and any frame): a row holding a NUL character
+    (U+0000) in any text, nested text included, gets an ``_error`` naming the column.  NUL is never real text
+    in SFT/DPO data (it is binary debris) and it breaks C-string tokenizers and terminals downstream, so the
+    row is set aside, not silently changed.  ``text_checked``: the reader already applied the rule.
     """
     schema = raw.collect_schema()
     name = detect_adapter(schema.names(), file) if adapter == "auto" else adapter
@@ -120,6 +127,16 @@ def adapt(
         raise InputDataError(f"{file}: {exc}") from None
     columns = dict(conversion.columns)
     error = columns.pop("_error")
+    if not text_checked:
+        raw_columns = {c: t for c, t in schema.items() if c not in INTERNAL}
+        present = conversion.frame.collect_schema()
+        checks = [
+            problem(found, f"column '{c}': contains a NUL character (U+0000)")
+            for c, t in raw_columns.items()
+            if present.get(c) == t and (found := _contains_nul(pl.col(c), t)) is not None
+        ]
+        if checks:
+            error = first_problem(*checks, error)
     default_source = source if source is not None else Path(file).name
     kept_source = columns.pop("source", None)
     if kept_source is None or source is not None:
@@ -150,6 +167,25 @@ def adapt(
     frame = conform(frame, table)
     order = [c for c in frame.collect_schema().names() if c not in INTERNAL]
     return frame.select(*order, *tail, "_error"), table
+
+
+def _contains_nul(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr | None:
+    """Whether a value of this type holds a NUL anywhere in its text (lists and structs searched), or None
+    when the type holds no text."""
+    if dtype == pl.String:
+        return expr.str.contains("\x00", literal=True)
+    if isinstance(dtype, pl.Categorical | pl.Enum):
+        return expr.cast(pl.String).str.contains("\x00", literal=True)
+    if isinstance(dtype, pl.List | pl.Array):
+        inner = _contains_nul(pl.element(), dtype.inner)
+        listed = expr.cast(pl.List(dtype.inner)) if isinstance(dtype, pl.Array) else expr
+        return None if inner is None else listed.list.eval(inner).list.any()
+    if isinstance(dtype, pl.Struct):
+        parts = [
+            found for f in dtype.fields if (found := _contains_nul(expr.struct.field(f.name), f.dtype)) is not None
+        ]
+        return pl.any_horizontal(parts) if parts else None
+    return None
 
 
 __all__ = ["ADAPTERS", "INTERNAL", "RESERVED", "adapt", "detect_adapter", "get_adapter"]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
 from curate.errors import InputDataError, where
 from curate.io.adapters import INTERNAL, adapt, detect_adapter
-from curate.io.readers import read_raw
+from curate.io.readers import Limits, read_raw
+
+if TYPE_CHECKING:
+    from curate.pipeline import Context
 
 REJECTED_SCHEMA: dict[str, pl.DataType] = {"_line": pl.Int64(), "reason": pl.String(), "row": pl.String()}
 
@@ -37,6 +41,8 @@ class Loaded:
     bad_lines: pl.DataFrame
     raw_frame: pl.LazyFrame
     data_columns: list[str]
+    #: Folder inputs: the entries not read, ``(path relative to the folder, why)`` (README.md, images, ...).
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def keys(self) -> list[str]:
@@ -75,13 +81,15 @@ def load(
     adapter: str = "auto",
     options: Mapping[str, Any] | None = None,
     source: str | None = None,
+    limits: Limits | None = None,
 ) -> Loaded:
     """Read ``path`` and adapt it; reader bad lines and adapter row errors both end in ``rejected``.
 
-    Raises ``InputDataError`` for what :func:`read_raw` and :func:`adapt` raise, and when no line of the file
-    could be parsed at all (then no columns exist to detect a format from).
+    Raises ``InputDataError`` for what :func:`read_raw` and :func:`adapt` raise, when no line of the file
+    could be parsed at all (then no columns exist to detect a format from), and for a folder whose files
+    the ``auto`` adapter would read as different formats (one line naming each file's format).
     """
-    raw = read_raw(path)
+    raw = read_raw(path, limits)
     file = str(raw.path)
     schema = raw.frame.collect_schema()
     data_columns = [c for c in schema.names() if c not in INTERNAL]
@@ -91,24 +99,83 @@ def load(
             f"{file} has no usable rows: none of its {raw.bad_lines.height} lines could be parsed "
             f"({where(_file_of(file, first), first['_line'])}: {first['reason']})"
         )
+    if adapter == "auto" and len(raw.files) > 1:
+        _check_one_format(file, raw.files)
     name = detect_adapter(data_columns, file) if adapter == "auto" else adapter
-    adapted, table = adapt(raw.frame, name, file=file, options=options, source=source)
-    return Loaded(raw.path, name, table, adapted, raw.bad_lines, raw.frame, data_columns)
+    # JSON and CSV readers already rejected NUL text line by line; Parquet (and any frame) is checked here.
+    checked = raw.format in ("jsonl", "json", "csv", "tsv")
+    adapted, table = adapt(raw.frame, name, file=file, options=options, source=source, text_checked=checked)
+    return Loaded(raw.path, name, table, adapted, raw.bad_lines, raw.frame, data_columns, list(raw.skipped))
 
 
-def read(path: str | Path, adapter: str = "auto", **options: Any) -> pl.LazyFrame:
+def _check_one_format(folder: str, files: Mapping[str, pl.Schema]) -> None:
+    """Refuse a folder whose files the column-based detection reads as different formats: their rows would
+    otherwise be mixed into one adapter's table and most of them rejected, or worse, misread."""
+    formats: dict[str, str] = {}
+    for name, schema in files.items():
+        columns = [c for c in schema.names() if c not in INTERNAL]
+        try:
+            formats[name] = detect_adapter(columns, f"{folder}/{name}") if columns else "no columns"
+        except InputDataError:
+            formats[name] = f"unknown format, columns {sorted(columns)}"
+    if len({f for f in formats.values() if f != "no columns"}) > 1:
+        listed = ", ".join(f"{name} ({fmt})" for name, fmt in formats.items())
+        raise InputDataError(
+            f"{folder}: the folder's files hold different formats: {listed}; give each format its own input "
+            "(reading only some of them would skip the others' rows)"
+        )
+
+
+def read(path: str | Path, adapter: str = "auto", *, limits: Limits | None = None,
+         on_error: Literal["raise", "quarantine"] = "raise", ctx: Context | None = None,
+         **options: Any) -> pl.LazyFrame:
     """The good rows of ``path`` as a canonical LazyFrame (notebook use).
 
-    Strict: raises ``InputDataError`` "FILE, row N: REASON" at the first rejected row (use :func:`load` to
-    keep going and inspect ``rejected``).  Options are the adapter's (e.g. ``output_field="response"``).
+    ``on_error="raise"`` (default, as a recipe's ``on_error``): raises ``InputDataError`` "FILE, row N: REASON"
+    at the first rejected row.  ``on_error="quarantine"``: returns the good rows and sets the bad ones aside,
+    as ``curate run`` does, in ``ctx`` (``ctx.quarantine_frame(stage="read")``: ``code`` such as
+    ``malformed_json``, the reason with file and row, the raw row); without a ``ctx`` they are counted in a
+    warning (:func:`load` gives them as ``rejected``).  Options are the adapter's (e.g.
+    ``output_field="response"``); ``limits`` the reader's (:class:`curate.io.readers.Limits`).
     """
-    loaded = load(path, adapter, options or None)
+    if on_error not in ("raise", "quarantine"):
+        raise ValueError(f"on_error={on_error!r}: choose 'raise' or 'quarantine'")
+    loaded = load(path, adapter, options or None, limits=limits)
+    internal = [c for c in ("_line", "_file") if c in loaded.frame.collect_schema().names()]
+    if on_error == "quarantine":
+        _set_aside(loaded, ctx)
+        return loaded.frame.drop(internal)
     first = loaded.rejected.head(1).collect()
     if first.height:
         row = first.row(0, named=True)
-        raise InputDataError(f"{where(_file_of(str(loaded.path), row), row['_line'])}: {row['reason']}")
-    internal = [c for c in ("_line", "_file") if c in loaded.frame.collect_schema().names()]
+        raise InputDataError(f"{where(_file_of(str(loaded.path), row), row['_line'])}: {row['reason']} "
+                             "(on_error='quarantine' sets such rows aside and reads the rest)")
     return loaded.frame.drop(internal)
+
+
+def _set_aside(loaded: Loaded, ctx: Context | None) -> None:
+    """The rejected rows of ``loaded`` into ``ctx``'s quarantine under ``00-read``, as the runner's read stage."""
+    from curate.pipeline import QUARANTINE_SCHEMA, reason_code
+
+    rejected = loaded.rejected.collect()
+    if not rejected.height:
+        return
+    if ctx is None:
+        logging.getLogger("curate").warning(
+            "%s: %d row(s) set aside (pass ctx= to see them in ctx.quarantine_frame(), or use curate.io.load)",
+            loaded.path, rejected.height)
+        return
+    where_from = (pl.lit(f"{loaded.path}/") + pl.col("_file") if "_file" in rejected.columns
+                  else pl.lit(loaded.path.name))
+    frame = rejected.select(
+        pl.lit("00-read").alias("stage"),
+        reason_code(pl.col("reason")).alias("code"),
+        pl.format("{}, row {}: {}", where_from, pl.col("_line"), pl.col("reason")).alias("reason"),
+        pl.lit(None, dtype=pl.String).alias("id"),
+        pl.lit(None, dtype=pl.String).alias("duplicate_of"),
+        pl.col("row").cast(pl.String),
+    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+    ctx.quarantined.append(("00-read", frame.lazy()))
 
 
 def _row_json(columns: list[str], schema: pl.Schema) -> pl.Expr:

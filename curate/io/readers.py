@@ -29,6 +29,21 @@ temporary folder, and ``frame`` scans the spilled blocks, so memory stays bounde
 The result is the same as reading the whole file at once: decisions that depend on every row (which type a
 drifting column should have, whether message contents need wrapping, each column's final type) are taken
 after a first pass, and only the blocks they change are read again.
+
+Hostile input (the same rules on both paths, each broken row a bad line with its reason, the rest still read):
+
+- Only regular files and folders are read: a FIFO or a device (``/dev/zero``) is refused up front
+  (:func:`check_input`), since it may never end and cannot be hashed for the cache.
+- A line (a CSV line, a JSON array element) may hold at most ``Limits.max_line_bytes``; a longer one is
+  cut out while reading, so memory stays bounded even by a file that is one endless line.
+- A row may nest arrays/objects at most ``Limits.max_nesting`` deep (the row object is level 1).  The
+  depth is checked without recursion before a line is parsed, so a 100,000-deep line is a bad line, not a
+  ``RecursionError`` that ends the run.
+- Text must be valid Unicode without NUL: invalid UTF-8, an escaped lone surrogate (``"\\ud800"``, which
+  Polars would silently read as U+0000) and a NUL character (``"\\u0000"``, a raw NUL in CSV) make the
+  row bad, with the column named.  Nothing is repaired silently.
+- A folder is read whole: every file of a supported format (see :func:`folder_files`); other files, empty
+  files and JSON files that hold an object instead of rows are listed in ``RawInput.skipped`` with why.
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -63,8 +79,6 @@ FORMATS: dict[str, str] = {
     ".csv": "csv",
     ".tsv": "tsv",
 }
-#: Which files of a folder are read when it holds several kinds (HF folders carry ``dataset_info.json``).
-_FOLDER_PREFERENCE = ("parquet", "jsonl", "csv", "tsv", "json")
 
 BAD_LINES_SCHEMA: dict[str, pl.DataType] = {"_line": pl.Int64(), "reason": pl.String(), "row": pl.String()}
 _BOM = b"\xef\xbb\xbf"
@@ -73,6 +87,42 @@ _BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r]*\n")
 #: Files larger than this (decompressed) are read in blocks of about this size and spilled to Parquet.
 #: Tests lower it to exercise many blocks on small files.
 BLOCK_BYTES = 32 << 20
+#: How much of a rejected line's text a bad line keeps (a preview, not the whole of a too-long line).
+PREVIEW_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a single row may hold; a row beyond a limit is a bad line naming the limit.
+
+    ``max_nesting``: arrays/objects nested in one row (the row object is level 1).  Real SFT/DPO rows nest a
+    handful of levels (messages, tool calls, their JSON arguments); 100 leaves room for odd metadata while
+    keeping Python's JSON parser and Polars' types (both recursive) far from their stack limits.
+    ``max_line_bytes``: bytes of one line (JSONL, CSV) or one JSON array element; characters for CSV, whose
+    lines are read decoded.  64 MiB is far above any real conversation and bounds what one row can cost.
+    Raise them per input in a recipe (``max_nesting:``, ``max_line_mb:``) or pass ``Limits(...)``.
+    """
+
+    max_nesting: int = 100
+    max_line_bytes: int = 64 << 20
+
+    def nesting_reason(self) -> str:
+        return f"nested more than {self.max_nesting} levels deep (raise the input's max_nesting to read it)"
+
+    def line_reason(self, size: int, unit: str = "bytes") -> str:
+        return (
+            f"the line holds {size:,} {unit}, more than max_line_mb allows ({self.line_limit_text()}); "
+            "raise the input's max_line_mb to read it"
+        )
+
+    def line_limit_text(self) -> str:
+        mib = self.max_line_bytes / (1 << 20)
+        return f"{mib:g} MiB" if mib >= 1 and mib == int(mib) else f"{self.max_line_bytes:,} bytes"
+
+
+DEFAULT_LIMITS = Limits()
+#: A row Python's or Polars' JSON parser cannot take even within ``max_nesting`` (the limit was raised).
+_PARSER_DEPTH = "nested too deep for the JSON parser ({}); lower the nesting or split the value"
 
 
 @dataclass
@@ -90,6 +140,10 @@ class RawInput:
     #: The folder holding the spilled blocks that ``frame`` scans (streamed inputs only).  It lives until the
     #: process exits, because derived lazy frames keep reading it; a caller done with them may delete it.
     spill: Path | None = field(default=None, repr=False)
+    #: Folder inputs: the files read (relative path -> their data columns' schema) ...
+    files: dict[str, pl.Schema] = field(default_factory=dict)
+    #: ... and the entries not read, ``(relative path, why)``, in path order.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def supported_extensions() -> str:
@@ -106,18 +160,18 @@ def format_of(path: Path) -> str | None:
     return FORMATS.get(suffixes[-1]) if suffixes else None
 
 
-def read_raw(path: str | Path) -> RawInput:
+def read_raw(path: str | Path, limits: Limits | None = None) -> RawInput:
     """Read ``path`` (file or folder) into a :class:`RawInput`; ``InputDataError`` when it cannot be read.
 
-    Errors: no such file; unsupported extension; no rows (empty file, header only, blank lines only); a JSON
-    file whose top level is not an array of objects; a folder with no data files.  A file whose every line
-    is bad is *not* an error here: ``frame`` is then empty and ``bad_lines`` says why.
+    Errors: no such file; not a regular file (a FIFO, a device); unsupported extension; no rows (empty file,
+    header only, blank lines only); a JSON file whose top level is not an array of objects; a folder with no
+    data files, or whose files do not make one table.  A file whose every line is bad is *not* an error
+    here: ``frame`` is then empty and ``bad_lines`` says why.
     """
+    limits = limits or DEFAULT_LIMITS
     p = Path(path)
-    if not p.exists():
-        raise InputDataError(f"{p}: no such file or directory")
-    if p.is_dir():
-        return _read_folder(p)
+    if check_input(p):
+        return _read_folder(p, limits)
     fmt = format_of(p)
     if fmt is None:
         raise InputDataError(f"{p}: unsupported file type (supported: {supported_extensions()})")
@@ -125,14 +179,42 @@ def read_raw(path: str | Path) -> RawInput:
         return _read_parquet(p)
     data = _read_head(p) if fmt in ("jsonl", "csv", "tsv") else _read_bytes(p)
     if data is None:  # larger than one block: stream it
-        return _read_jsonl_blocks(p, fmt) if fmt == "jsonl" else _read_csv(p, None, fmt)
+        return _read_jsonl_blocks(p, fmt, limits) if fmt == "jsonl" else _read_csv(p, None, fmt, limits)
     if not data.strip() or data.strip() == _BOM:
         raise InputDataError(f"{p} has no rows (the file is empty)")
     reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "tsv": _read_csv}[fmt]
-    raw = reader(p, data, fmt)
+    raw = reader(p, data, fmt, limits)
     if raw.bad_lines.is_empty() and raw.frame.select(pl.len()).collect().item() == 0:
         raise InputDataError(f"{p} has no rows")
     return raw
+
+
+def check_input(path: Path) -> bool:
+    """True for a folder, False for a regular file; ``InputDataError`` for anything else.
+
+    Called before an input is hashed or opened: a FIFO or a character device (``/dev/zero``, a terminal)
+    may never end, so reading it would hang, and it cannot be hashed to key the cache anyway.
+    """
+    try:
+        mode = path.stat().st_mode  # follows symlinks: a link to /dev/zero is /dev/zero
+    except FileNotFoundError:
+        raise InputDataError(f"{path}: no such file or directory") from None
+    except OSError as exc:
+        raise InputDataError(f"{path}: cannot read it ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        return True
+    if not stat.S_ISREG(mode):
+        raise InputDataError(
+            f"{path}: not a regular file ({_file_kind(mode)}); curate reads files and folders, whose "
+            "content it can hash and read again: write the data to a file first"
+        )
+    return False
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -180,8 +262,133 @@ def _empty_frame() -> pl.LazyFrame:
 
 
 def _preview(value: Any, limit: int = 40) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError):  # nested deeper than the encoder goes (a raised max_nesting)
+        text = f"<{_kind(value)}>"
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _line_preview(head: bytes | str) -> str:
+    """The start of a line a bad line keeps when the whole line is too long to keep."""
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+
+
+# -- limits and text rules ---------------------------------------------------------------------------------
+
+# A JSON string (escapes included) or a bracket: what a depth count must see, strings skipped whole.
+_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+_TEXT_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')
+# An escaped surrogate that is not half of a pair.  Lines that match, hold ``\u0000`` or a backslash
+# before a ``\u`` (where this pattern could be fooled) are parsed in Python, which keeps lone surrogates
+# as they are; Polars would turn them into U+0000 without a word.
+_HIGH = rb"\\u[dD][89abAB][0-9a-fA-F]{2}"
+_LOW = rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+_LONE_SURROGATE = re.compile(_HIGH + rb"(?!" + _LOW + rb")|(?<!" + _HIGH + rb")" + _LOW)
+
+
+def _may_hold_bad_text(data: bytes) -> bool:
+    """Whether some JSON string in ``data`` may decode to a NUL or a lone surrogate (else none can)."""
+    if b"\\u" not in data:
+        return False
+    return b"\\u0000" in data or b"\\\\u" in data or _LONE_SURROGATE.search(data) is not None
+
+
+def _too_deep(line: bytes, limit: int) -> bool:
+    """Whether the JSON on ``line`` nests arrays/objects more than ``limit`` deep; no recursion, and only a
+    count of brackets for the (nearly all) lines that have no more brackets than the limit."""
+    if line.count(b"[") + line.count(b"{") <= limit:
+        return False
+    depth = 0
+    for match in _TOKENS.finditer(line):
+        char = line[match.start()]
+        if char in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif char != 0x22:
+            depth -= 1
+    return False
+
+
+def _dtype_depth(dtype: pl.DataType) -> int:
+    """How deep a column of this type nests (a list or struct is 1 more than what it holds); no recursion."""
+    deepest, stack = 0, [(dtype, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, pl.Struct):
+            deepest = max(deepest, depth + 1)
+            stack.extend((f.dtype, depth + 1) for f in current.fields)
+        elif isinstance(current, pl.List | pl.Array):
+            deepest = max(deepest, depth + 1)
+            stack.append((current.inner, depth + 1))
+    return deepest
+
+
+def _text_problem(value: Any, limits: Limits | None = None, utf8_clean: bool = True) -> str | None:
+    """Why a parsed JSON row cannot be kept as text, or None: nesting past ``limits`` (checked first),
+    else the first string (key or value) holding a NUL or a surrogate, named by its top-level column.
+
+    Walks with a stack, not recursion.  A surrogate is a lone surrogate from a ``\\u`` escape, except in a
+    document that was not valid UTF-8 (``utf8_clean`` False), where U+DC80..U+DCFF stand for its bad bytes.
+    """
+    text_reason: str | None = None
+    stack: list[tuple[str | None, Any, int]] = [(None, value, 1)]
+    while stack:
+        column, item, depth = stack.pop()
+        if isinstance(item, str):
+            if text_reason is None and (problem := _string_problem(item, utf8_clean)):
+                text_reason = f"column '{column}': {problem}" if column is not None else problem
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        if limits is not None and depth > limits.max_nesting:
+            return limits.nesting_reason()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                name = key if column is None else column
+                if text_reason is None and (problem := _string_problem(key, utf8_clean)):
+                    text_reason = f"key {_quoted(key)}: {problem}"
+                stack.append((name, child, depth + 1))
+        else:
+            stack.extend((column, child, depth + 1) for child in item)
+    return text_reason
+
+
+def _quoted(text: str) -> str:
+    """``'name'``, with control characters and surrogates escaped so the message stays one printable line."""
+    return "'" + text.encode("unicode_escape", "backslashreplace").decode("ascii").replace("'", "\\'") + "'"
+
+
+def _string_problem(text: str, utf8_clean: bool = True) -> str | None:
+    if text.isascii():
+        return "contains a NUL character (U+0000)" if "\x00" in text else None
+    if "\x00" in text:
+        return "contains a NUL character (U+0000)"
+    for char in text:
+        if "\ud800" <= char <= "\udfff":
+            if not utf8_clean and char >= "\udc80":
+                return "invalid UTF-8"
+            return f"a lone surrogate (\\u{ord(char):04x}) is not valid Unicode"
+    return None
+
+
+def _cap_lines(data: bytes, first: int, limits: Limits) -> tuple[bytes, list[tuple[int, str, str]]]:
+    """Cut the lines longer than ``max_line_bytes`` out of ``data`` (each leaves an empty line, so the
+    numbering holds) and return them as bad lines."""
+    limit = limits.max_line_bytes
+    if len(data) <= limit:
+        return data, []
+    lines = data.split(b"\n")
+    if max(map(len, lines)) <= limit:
+        return data, []
+    bad = []
+    for index, line in enumerate(lines):
+        if len(line) > limit:
+            bad.append((first + index, limits.line_reason(len(line)), _line_preview(line[: PREVIEW_CHARS * 4])))
+            lines[index] = b""
+    return b"\n".join(lines), bad
 
 
 def _kind(value: Any) -> str:
@@ -219,13 +426,19 @@ class _TypeDrift(Exception):
     pass
 
 
-def _check_type_drift(data: bytes) -> None:
-    """Raise ``_TypeDrift`` when a field's JSON type varies between lines (pyarrow is strict; Polars not)."""
+def _check_type_drift(data: bytes) -> bool:
+    """Raise ``_TypeDrift`` when a field's JSON type varies between lines (pyarrow is strict; Polars not).
+
+    Returns whether pyarrow read it all (False: it stopped at a limit of its own, so drift nested in a
+    value, which Polars turns into text, was not ruled out).
+    """
     try:
         pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 26))
     except Exception as exc:  # only type changes matter; other pyarrow limits are not our problem
         if "changed from" in str(exc):
             raise _TypeDrift(str(exc)) from exc
+        return False
+    return True
 
 
 @dataclass
@@ -253,8 +466,8 @@ class _Block:
     wrapped: frozenset[str]  # fields whose string contents were wrapped as a text part
 
 
-def _read_jsonl(p: Path, data: bytes, fmt: str = "jsonl") -> RawInput:
-    block = _parse_block(data, 1)
+def _read_jsonl(p: Path, data: bytes, fmt: str = "jsonl", limits: Limits = DEFAULT_LIMITS) -> RawInput:
+    block = _parse_block(data, 1, None, limits)
     return RawInput(p, _block_frame(block.frame), _bad_frame(block.bad), fmt)
 
 
@@ -262,27 +475,53 @@ def _block_frame(frame: pl.DataFrame) -> pl.LazyFrame:
     return frame.lazy() if frame.height else _empty_frame()
 
 
-def _parse_block(data: bytes, first: int, facts: _Facts | None = None) -> _Block:
+def _parse_block(
+    data: bytes,
+    first: int,
+    facts: _Facts | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    cut: Sequence[tuple[int, str, str]] = (),
+) -> _Block:
     """Parse JSON Lines whose first line is line ``first`` of the file: Polars when clean, else line by line.
 
     With ``facts`` (a block read again after the whole file was seen) the careful path always runs, so
-    that the file-wide decisions apply exactly as when the whole file goes through it.
+    that the file-wide decisions apply exactly as when the whole file goes through it.  ``cut``: bad lines
+    for lines too long to hold that :func:`_blocks` already cut out (they are empty lines in ``data``).
+
+    The fast path is taken only when it cannot differ from the careful one: no line too long, no escape
+    that may decode to a NUL or a lone surrogate, and columns whose types nest no deeper than
+    ``max_nesting`` (pyarrow's strict read having shown that no value hides in text, that bounds every row).
     """
+    data, long_lines = _cap_lines(data, first, limits)
+    cut = sorted([*cut, *long_lines])
     if not data.strip():
-        return _Block(pl.DataFrame(schema={"_line": pl.Int64}), [], {}, {}, frozenset())
-    if facts is None and not data.startswith(_BOM) and not _BLANK_LINE.search(data.rstrip()):
+        return _Block(pl.DataFrame(schema={"_line": pl.Int64}), cut, {}, {}, frozenset())
+    if (
+        facts is None
+        and not cut
+        and not data.startswith(_BOM)
+        and not _BLANK_LINE.search(data.rstrip())
+        and not _may_hold_bad_text(data)
+    ):
         try:
             frame = pl.read_ndjson(data, infer_schema_length=None)
-            _check_type_drift(data)
+            strict = _check_type_drift(data)
         except (pl.exceptions.PolarsError, _TypeDrift):
             pass
         else:
-            kinds = _frame_kinds(frame, data)
-            frame = frame.drop([c for c in ("_line", "_file") if c in frame.columns]).with_columns(
-                pl.int_range(first, first + pl.len(), dtype=pl.Int64).alias("_line")
-            )
-            return _Block(frame, [], kinds, _frame_content(frame), frozenset())
-    return _parse_lines(data, first, facts)
+            depth = 1 + max((_dtype_depth(t) for t in frame.schema.dtypes()), default=0)
+            if depth <= limits.max_nesting and (strict or not _deep_lines(data, limits)):
+                kinds = _frame_kinds(frame, data)
+                frame = frame.drop([c for c in ("_line", "_file") if c in frame.columns]).with_columns(
+                    pl.int_range(first, first + pl.len(), dtype=pl.Int64).alias("_line")
+                )
+                return _Block(frame, [], kinds, _frame_content(frame), frozenset())
+    return _parse_lines(data, first, facts, limits, cut)
+
+
+def _deep_lines(data: bytes, limits: Limits) -> bool:
+    """Whether some line of ``data`` nests deeper than the limit (when Polars may have hidden it in text)."""
+    return any(_too_deep(line, limits.max_nesting) for line in data.split(b"\n"))
 
 
 def _frame_kinds(frame: pl.DataFrame, data: bytes) -> dict[str, Counter[str]]:
@@ -347,12 +586,14 @@ def _frame_content(frame: pl.DataFrame) -> dict[str, set[type]]:
     return out
 
 
-def _parse_lines(data: bytes, first: int, facts: _Facts | None) -> _Block:
+def _parse_lines(
+    data: bytes, first: int, facts: _Facts | None, limits: Limits = DEFAULT_LIMITS, cut: Sequence = ()
+) -> _Block:
     """The careful path: parse each line, keep the bad ones with a reason, read the good ones."""
     objects: list[dict[str, Any]] = []
     numbers: list[int] = []
     texts: list[str] = []
-    bad: list[tuple[int, str, str]] = []
+    bad: list[tuple[int, str, str]] = list(cut)
     for number, raw in enumerate(data.split(b"\n"), start=first):
         line = raw.strip()
         if number == 1 and line.startswith(_BOM):
@@ -367,13 +608,22 @@ def _parse_lines(data: bytes, first: int, facts: _Facts | None) -> _Block:
                 (number, f"invalid UTF-8 at byte {offset} of the line", raw.decode("utf-8", "replace"))
             )
             continue
+        if _too_deep(line, limits.max_nesting):
+            bad.append((number, limits.nesting_reason(), _line_preview(text)))
+            continue
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             bad.append((number, f"malformed JSON: {exc.msg} (char {exc.pos})", text))
             continue
+        except RecursionError:
+            bad.append((number, _PARSER_DEPTH.format("Python's recursion limit"), _line_preview(text)))
+            continue
         if not isinstance(value, dict):
             bad.append((number, f"expected a JSON object, got {_kind(value)}", text))
+            continue
+        if b"\\u" in line and (problem := _text_problem(value)):
+            bad.append((number, problem, text))
             continue
         objects.append(value)
         numbers.append(number)
@@ -563,14 +813,14 @@ class _Spilled:
         return (wrap & strings) != self.wrapped
 
 
-def _read_jsonl_blocks(p: Path, fmt: str) -> RawInput:
+def _read_jsonl_blocks(p: Path, fmt: str, limits: Limits = DEFAULT_LIMITS) -> RawInput:
     """Stream a large JSON Lines file: parse it block by block into Parquet files and scan those."""
     spill = _spill_folder()
     blocks: list[_Spilled] = []
     has_content = False
-    for index, (first, data) in _each_block(p):
-        has_content = has_content or data.strip() not in (b"", _BOM)
-        blocks.append(_spill(_parse_block(data, first), spill / f"block-{index:06d}"))
+    for index, (first, data, cut) in _each_block(p, limits):
+        has_content = has_content or bool(cut) or data.strip() not in (b"", _BOM)
+        blocks.append(_spill(_parse_block(data, first, None, limits, cut), spill / f"block-{index:06d}"))
     if not has_content:
         raise InputDataError(f"{p} has no rows (the file is empty)")
     # Drift first (which lines are kept), then content wrapping (over the kept lines), then types.
@@ -579,16 +829,17 @@ def _read_jsonl_blocks(p: Path, fmt: str) -> RawInput:
         for key, counts in block.kinds.items():
             kinds.setdefault(key, Counter()).update(counts)
     facts = _Facts(_expected_kinds(kinds))
-    _reread(p, {i for i, b in enumerate(blocks) if b.drifts(facts.expected)}, facts, blocks, spill)
+    _reread(p, {i for i, b in enumerate(blocks) if b.drifts(facts.expected)}, facts, blocks, spill, limits)
     content: dict[str, set[type]] = {}
     for block in blocks:
         for key, types in block.content.items():
             content.setdefault(key, set()).update(types)
     facts.wrap = _mixed(content)
-    _reread(p, {i for i, b in enumerate(blocks) if b.wraps_otherwise(facts.wrap)}, facts, blocks, spill)
+    rewrap = {i for i, b in enumerate(blocks) if b.wraps_otherwise(facts.wrap)}
+    _reread(p, rewrap, facts, blocks, spill, limits)
     facts.schema = _merge_schemas([b.schema for b in blocks if b.path is not None])
     textual = {i for i, b in enumerate(blocks) if b.path and _needs_reread(b.schema, facts.schema)}
-    _reread(p, textual, facts, blocks, spill)
+    _reread(p, textual, facts, blocks, spill, limits)
     scans = [_scan(b.path) for b in blocks if b.path is not None]
     bad = _bad_frame(sorted((row for b in blocks for row in b.bad), key=lambda row: row[0]))
     if not scans:
@@ -601,41 +852,88 @@ def _read_jsonl_blocks(p: Path, fmt: str) -> RawInput:
     return RawInput(p, frame, bad, fmt, spill)
 
 
-def _each_block(p: Path) -> Iterator[tuple[int, tuple[int, bytes]]]:
-    """``(index, (first line number, block))`` over the (decompressed) file, cut after a newline."""
+_Bad = tuple[int, str, str]
+
+
+def _each_block(p: Path, limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[int, tuple[int, bytes, list[_Bad]]]]:
+    """``(index, (first line number, block, lines cut out))`` over the (decompressed) file, cut after a
+    newline; see :func:`_blocks`."""
     try:
         with _open(p) as fh:
-            yield from enumerate(_blocks(fh, BLOCK_BYTES))
+            yield from enumerate(_blocks(fh, BLOCK_BYTES, limits))
     except (OSError, EOFError) as exc:
         raise InputDataError(f"{p}: cannot read the file ({exc})") from exc
 
 
-def _blocks(fh: IO[bytes], size: int) -> Iterator[tuple[int, bytes]]:
-    """Blocks of about ``size`` bytes ending in a newline (a longer line makes a longer block)."""
-    line, pending = 1, []
+class _LongLine:
+    """A line being skipped because it outgrew the limit: its size so far and the start of its text."""
+
+    def __init__(self, head: bytes) -> None:
+        self.size = len(head)
+        self.head = head[: PREVIEW_CHARS * 4]
+
+    def add(self, part: bytes) -> None:
+        self.size += len(part)
+        if len(self.head) < PREVIEW_CHARS * 4:
+            self.head += part[: PREVIEW_CHARS * 4 - len(self.head)]
+
+    def bad(self, line: int, limits: Limits) -> _Bad:
+        return (line, limits.line_reason(self.size), _line_preview(self.head))
+
+
+def _blocks(fh: IO[bytes], size: int, limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[int, bytes, list[_Bad]]]:
+    """Blocks of about ``size`` bytes ending in a newline (a longer line makes a longer block).
+
+    A line that grows past ``max_line_bytes`` before its newline is not held: the rest of it is read and
+    dropped, it stays in its block as an empty line (so line numbers hold), and the block comes with its
+    bad line.  Memory stays bounded by the block size plus the limit, whatever the file holds.
+    """
+    limit = limits.max_line_bytes
+    line, pending, held = 1, [], 0
+    skipping: _LongLine | None = None
+    cut: list[_Bad] = []
     while chunk := fh.read(size):
-        cut = chunk.rfind(b"\n")
-        if cut < 0:
+        if skipping is not None:
+            end = chunk.find(b"\n")
+            if end < 0:
+                skipping.add(chunk)
+                continue
+            skipping.add(chunk[:end])
+            cut.append(skipping.bad(line, limits))  # the skipped line is the first of the next block
+            skipping, chunk = None, chunk[end:]
+        end = chunk.rfind(b"\n")
+        if end < 0:
             pending.append(chunk)
+            held += len(chunk)
+            if held > limit:
+                skipping, pending, held = _LongLine(b"".join(pending)), [], 0
             continue
-        block = b"".join([*pending, chunk[: cut + 1]])
-        pending = [chunk[cut + 1 :]]
-        yield line, block
+        block = b"".join([*pending, chunk[: end + 1]])
+        pending = [chunk[end + 1 :]]
+        held = len(pending[0])
+        yield line, block, cut
         line += block.count(b"\n")
+        cut = []
+        if held > limit:
+            skipping, pending, held = _LongLine(pending[0]), [], 0
+    if skipping is not None:
+        cut.append(skipping.bad(line, limits))
     tail = b"".join(pending)
-    if tail:
-        yield line, tail
+    if tail or cut:
+        yield line, tail, cut
 
 
-def _reread(p: Path, indices: set[int], facts: _Facts, blocks: list[_Spilled], spill: Path) -> None:
+def _reread(
+    p: Path, indices: set[int], facts: _Facts, blocks: list[_Spilled], spill: Path, limits: Limits = DEFAULT_LIMITS
+) -> None:
     """Parse the blocks at ``indices`` again under the file-wide ``facts``, replacing their spilled files."""
     if not indices:
         return
-    for index, (first, data) in _each_block(p):
+    for index, (first, data, cut) in _each_block(p, limits):
         if index in indices:
             if blocks[index].path is not None:
                 blocks[index].path.unlink()
-            blocks[index] = _spill(_parse_block(data, first, facts), spill / f"block-{index:06d}")
+            blocks[index] = _spill(_parse_block(data, first, facts, limits, cut), spill / f"block-{index:06d}")
             if index == max(indices):
                 return
 
@@ -725,7 +1023,7 @@ def _remove_spill_root(root: Path, owner: int) -> None:
 # -- JSON documents --------------------------------------------------------------------------------------
 
 
-def _read_json(p: Path, data: bytes, fmt: str = "json") -> RawInput:
+def _read_json(p: Path, data: bytes, fmt: str = "json", limits: Limits = DEFAULT_LIMITS) -> RawInput:
     body = data[len(_BOM) :] if data.startswith(_BOM) else data
     head = body.lstrip()[:1]
     if head == b"{":
@@ -734,66 +1032,127 @@ def _read_json(p: Path, data: bytes, fmt: str = "json") -> RawInput:
             is_lines = isinstance(json.loads(first), dict)
         except (json.JSONDecodeError, UnicodeDecodeError):
             is_lines = False
+        except RecursionError:  # a first line nested too deep for Python: lines, each judged on its own
+            is_lines = True
         if is_lines:  # JSON Lines content in a .json file
-            return _read_jsonl(p, data, "json")
+            return _read_jsonl(p, data, "json", limits)
         raise InputDataError(
             f"{p}: the top level is a JSON object{_keys_hint(body)}, not an array of objects"
         )
     if head != b"[":
         raise InputDataError(f"{p}: the top level is not a JSON array of objects")
-    text = body.decode("utf-8", "surrogateescape")
     try:
-        document = json.loads(text)
+        text, utf8_clean = body.decode("utf-8"), True
+    except UnicodeDecodeError:
+        text, utf8_clean = body.decode("utf-8", "surrogateescape"), False
+    try:
+        elements: list[tuple[Any, str | None, str]] = [(v, None, "") for v in json.loads(text)]
     except json.JSONDecodeError as exc:
         raise InputDataError(
             f"{p}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from exc
-    if not document:
+    except RecursionError:  # some element nests deeper than Python's stack: find the elements without it
+        elements = _split_array(p, text, limits)
+    if not elements:
         raise InputDataError(f"{p} has no rows (an empty array)")
     objects: list[dict[str, Any]] = []
     numbers: list[int] = []
     texts: list[str] = []
     bad: list[tuple[int, str, str]] = []
-    for index, value in enumerate(document, start=1):
-        dumped = json.dumps(value, ensure_ascii=False) if not _has_surrogates(value) else None
-        if dumped is None:
-            bad.append((index, "invalid UTF-8 in a string of this element", json.dumps(value)))
+    for index, (value, reason, preview) in enumerate(elements, start=1):
+        if reason is not None:
+            bad.append((index, reason, preview))
+        elif problem := _text_problem(value, limits, utf8_clean):
+            bad.append((index, problem, _dumps_for_bad(value)))
         elif not isinstance(value, dict):
-            bad.append((index, f"expected a JSON object, got {_kind(value)}", dumped))
+            bad.append((index, f"expected a JSON object, got {_kind(value)}", json.dumps(value, ensure_ascii=False)))
         else:
+            dumped = json.dumps(value, ensure_ascii=False)
+            if len(dumped) > limits.max_line_bytes // 4 and (size := len(dumped.encode())) > limits.max_line_bytes:
+                bad.append((index, limits.line_reason(size).replace("the line", "the element"), _line_preview(dumped)))
+                continue
             objects.append(value)
             numbers.append(index)
             texts.append(dumped)
-    if not objects and all(not r[1].startswith("invalid UTF-8") for r in bad):
+    if not objects and all(r[1].startswith("expected a JSON object") for r in bad):
         raise InputDataError(
-            f"{p}: the top level is not an array of objects (element 1 is {_kind(document[0])})"
+            f"{p}: the top level is not an array of objects (element 1 is {_kind(elements[0][0])})"
         )
     return _from_objects(p, objects, numbers, texts, bad, fmt)
+
+
+def _dumps_for_bad(value: Any) -> str:
+    """A bad element as JSON with escapes (lone surrogates and NULs stay visible), or its start when it nests
+    too deep to encode."""
+    try:
+        return _line_preview(json.dumps(value)) if isinstance(value, dict | list) else json.dumps(value)
+    except (RecursionError, ValueError):
+        return f"<{_kind(value)} nested too deep to show>"
+
+
+def _split_array(p: Path, text: str, limits: Limits) -> list[tuple[Any, str | None, str]]:
+    """The elements of a JSON array that ``json.loads`` cannot take whole (it recursed too deep).
+
+    A scan of brackets, commas and strings (no recursion) finds each element and how deep it nests: one
+    deeper than ``max_nesting`` is reported without being parsed, the others are parsed one by one.
+    Returns ``(value, None, "")`` per good element and ``(None, reason, preview)`` per bad one.
+    """
+    spans: list[tuple[int, int, int]] = []  # start, end, deepest nesting
+    depth, start, deepest, end = 0, 0, 0, -1
+    for match in _TEXT_TOKENS.finditer(text):
+        char = text[match.start()]
+        if char == '"':
+            continue
+        if char in "[{":
+            depth += 1
+            if depth == 1:
+                start = match.end()
+            deepest = max(deepest, depth - 1)
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                end = match.end()
+                if text[start : match.start()].strip() or spans:
+                    spans.append((start, match.start(), deepest))
+                break
+        elif depth == 1:  # a comma between elements
+            spans.append((start, match.start(), deepest))
+            start, deepest = match.end(), 0
+    if end < 0 or text[end:].strip():
+        raise InputDataError(f"{p}: malformed JSON (its brackets do not close, or text follows the array)")
+    out: list[tuple[Any, str | None, str]] = []
+    for first, last, nesting in spans:
+        part = text[first:last]
+        if nesting > limits.max_nesting:
+            out.append((None, limits.nesting_reason(), _line_preview(part[: PREVIEW_CHARS * 4].strip())))
+            continue
+        try:
+            out.append((json.loads(part), None, ""))
+        except json.JSONDecodeError as exc:
+            line = text.count("\n", 0, first + exc.pos) + 1
+            raise InputDataError(f"{p}: malformed JSON at line {line}: {exc.msg}") from exc
+        except RecursionError:
+            out.append((None, _PARSER_DEPTH.format("Python's recursion limit"), _line_preview(part[:800].strip())))
+    return out
 
 
 def _keys_hint(body: bytes) -> str:
     try:
         keys = list(json.loads(body))[:6]
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return ""
     return f" with keys {keys} (nested formats such as SQuAD need flattening first)"
 
 
-def _has_surrogates(value: Any) -> bool:
+def _has_surrogates(value: str) -> bool:
     """True when a decoded string holds an invalid UTF-8 byte (a lone surrogate from surrogateescape)."""
-    if isinstance(value, str):
-        return any("\udc80" <= ch <= "\udcff" for ch in value) if not value.isascii() else False
-    if isinstance(value, list):
-        return any(_has_surrogates(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_surrogates(k) or _has_surrogates(v) for k, v in value.items())
-    return False
+    return any("\udc80" <= ch <= "\udcff" for ch in value) if not value.isascii() else False
 
 
 # -- CSV / TSV -------------------------------------------------------------------------------------------
 
 
-def _read_csv(p: Path, data: bytes | None, fmt: str) -> RawInput:
+def _read_csv(p: Path, data: bytes | None, fmt: str, limits: Limits = DEFAULT_LIMITS) -> RawInput:
     """Python's csv module (C speed): exact start lines, strict field counts, blank lines skipped.
 
     Polars' CSV reader would silently fill short rows with nulls and turn blank lines into all-null rows.
@@ -802,17 +1161,38 @@ def _read_csv(p: Path, data: bytes | None, fmt: str) -> RawInput:
     """
     if data is not None:
         text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-        return _read_csv_text(p, io.StringIO(text, newline=""), fmt, None)
+        return _read_csv_text(p, io.StringIO(text, newline=""), fmt, None, limits)
     try:
         with _open(p) as fh:
             stream = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
-            return _read_csv_text(p, stream, fmt, _spill_folder())
+            return _read_csv_text(p, stream, fmt, _spill_folder(), limits)
     except (OSError, EOFError) as exc:
         raise InputDataError(f"{p}: cannot read the file ({exc})") from exc
 
 
-def _read_csv_text(p: Path, stream: IO[str], fmt: str, spill: Path | None) -> RawInput:
-    reader = csv.reader(stream, delimiter="\t" if fmt == "tsv" else ",")
+def _capped_lines(stream: IO[str], limits: Limits, cut: list[_Bad]) -> Iterator[str]:
+    """The stream's lines for ``csv.reader``; a line longer than ``max_line_bytes`` characters is read past
+    (never held whole), given as an empty line (line numbers hold) and reported in ``cut``."""
+    limit = limits.max_line_bytes
+    number = 0
+    while line := stream.readline(limit + 1):
+        number += 1
+        if len(line) <= limit or line.endswith(("\n", "\r")):
+            yield line
+            continue
+        size, head = len(line), line[:PREVIEW_CHARS]
+        while part := stream.readline(1 << 20):
+            if part.endswith(("\n", "\r")):
+                size += len(part.rstrip("\r\n"))
+                break
+            size += len(part)
+        cut.append((number, limits.line_reason(size, "characters"), _line_preview(head)))
+        yield "\n"
+
+
+def _read_csv_text(p: Path, stream: IO[str], fmt: str, spill: Path | None, limits: Limits = DEFAULT_LIMITS) -> RawInput:
+    cut: list[_Bad] = []
+    reader = csv.reader(_capped_lines(stream, limits, cut), delimiter="\t" if fmt == "tsv" else ",")
     header: list[str] | None = None
     rows: list[list[str]] = []
     numbers: list[int] = []
@@ -820,12 +1200,29 @@ def _read_csv_text(p: Path, stream: IO[str], fmt: str, spill: Path | None) -> Ra
     spilled: list[Path] = []
     size = 0
     last = 0
+    field_limit = csv.field_size_limit(limits.max_line_bytes)  # a quoted field may span lines
     try:
-        for record in reader:
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                reason = (
+                    f"a field of this record is longer than max_line_mb allows ({limits.line_limit_text()}); "
+                    "raise the input's max_line_mb to read it"
+                    if "field limit" in str(exc)
+                    else f"malformed CSV: {exc}"
+                )
+                bad.append((last + 1, reason, ""))
+                last = reader.line_num
+                continue
             start, last = last + 1, reader.line_num
             if not record or (len(record) == 1 and not record[0].strip()):
                 continue
             if header is None:
+                if cut:  # the header itself (or a line before it) was too long to hold
+                    raise InputDataError(f"{p}, row {cut[0][0]}: {cut[0][1]} (at or before the header line)")
                 header = _dedupe(record)
                 continue
             raw = ("\t" if fmt == "tsv" else ",").join(record)
@@ -841,6 +1238,9 @@ def _read_csv_text(p: Path, stream: IO[str], fmt: str, spill: Path | None) -> Ra
                 bad.append(
                     (start, f"expected {len(header)} fields (as in the header), got {len(record)}", raw)
                 )
+            elif "\x00" in raw:
+                column = next(name for name, value in zip(header, record, strict=True) if "\x00" in value)
+                bad.append((start, f"column {_quoted(column)}: contains a NUL character (U+0000)", raw))
             else:
                 rows.append(record)
                 numbers.append(start)
@@ -848,8 +1248,9 @@ def _read_csv_text(p: Path, stream: IO[str], fmt: str, spill: Path | None) -> Ra
                 if spill is not None and size >= BLOCK_BYTES:
                     spilled.append(_spill_csv_rows(header, rows, numbers, spill / f"block-{len(spilled):06d}"))
                     rows, numbers, size = [], [], 0
-    except csv.Error as exc:
-        bad.append((last + 1, f"malformed CSV: {exc}", ""))
+    finally:
+        csv.field_size_limit(field_limit)
+    bad = sorted([*bad, *cut], key=lambda row: row[0])
     if header is None:
         raise InputDataError(f"{p} has no rows (no header line)")
     if spilled:
@@ -887,33 +1288,130 @@ def _dedupe(names: list[str]) -> list[str]:
 # -- folders ---------------------------------------------------------------------------------------------
 
 
-def _read_folder(p: Path) -> RawInput:
-    """An HF-style folder: every data file of the preferred format, in path order, concatenated."""
-    files = [
-        f
-        for f in sorted(p.rglob("*"))
-        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts) and format_of(f)
-    ]
-    by_format: dict[str, list[Path]] = {}
-    for f in files:
-        by_format.setdefault(format_of(f) or "", []).append(f)
-    fmt = next((f for f in _FOLDER_PREFERENCE if f in by_format), None)
-    if fmt is None:
-        raise InputDataError(f"{p}: the folder holds no data files (looked for {', '.join(FORMATS)})")
+def folder_files(p: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """A folder's data files (supported extension, regular, not hidden) in path order, and the entries
+    skipped, ``(path relative to the folder, why)``: hidden entries (one per hidden folder, such as
+    ``.cache``), files of other types, and anything that is not a regular file (a FIFO would block)."""
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    hidden: set[str] = set()
+    for entry in sorted(p.rglob("*")):
+        rel = entry.relative_to(p)
+        hidden_at = next((i for i, part in enumerate(rel.parts) if part.startswith(".")), None)
+        if hidden_at is not None:
+            top = Path(*rel.parts[: hidden_at + 1]).as_posix()
+            if top not in hidden:
+                hidden.add(top)
+                skipped.append((top, "hidden"))
+            continue
+        try:
+            mode = entry.stat().st_mode
+        except OSError as exc:
+            skipped.append((rel.as_posix(), f"cannot be read ({exc.strerror})"))
+            continue
+        if stat.S_ISDIR(mode):
+            continue
+        if not stat.S_ISREG(mode):
+            skipped.append((rel.as_posix(), f"not a regular file ({_file_kind(mode)})"))
+        elif format_of(entry) is None:
+            kind = "".join(entry.suffixes[-2:]) if entry.suffix.lower() == ".gz" else entry.suffix
+            skipped.append((rel.as_posix(), f"unsupported file type ({kind or 'no extension'})"))
+        else:
+            files.append(entry)
+    return files, skipped
+
+
+def _read_folder(p: Path, limits: Limits = DEFAULT_LIMITS) -> RawInput:
+    """An HF-style folder: every data file in it (subfolders too), in path order, concatenated.
+
+    Files whose tables cannot be concatenated without mangling a column (a list in one file, text in
+    another) are refused in one line; :func:`curate.io.load` also refuses files that different adapters
+    would read.  Empty files and JSON files holding an object (``dataset_info.json``) are skipped.
+    """
+    files, skipped = folder_files(p)
     frames: list[pl.LazyFrame] = []
     bad: list[pl.DataFrame] = []
-    for f in by_format[fmt]:
+    schemas: dict[str, pl.Schema] = {}
+    formats: set[str] = set()
+    for f in files:
+        name = f.relative_to(p).as_posix()
+        if format_of(f) == "json" and _one_object(f):
+            skipped.append((name, "not rows (one JSON object: metadata such as dataset_info.json)"))
+            continue
         try:
-            raw = read_raw(f)
+            raw = read_raw(f, limits)
         except InputDataError as exc:
             if "has no rows" in str(exc):
-                continue  # an empty shard is not an error in a folder
+                skipped.append((name, "no rows"))  # an empty shard is not an error in a folder
+                continue
             raise
-        name = pl.lit(f.relative_to(p).as_posix(), dtype=pl.String).alias("_file")
-        if raw.frame.collect_schema().names() != ["_line"]:
-            frames.append(raw.frame.with_columns(name))
-        bad.append(raw.bad_lines.with_columns(name))
+        formats.add(raw.format)
+        column = pl.lit(name, dtype=pl.String).alias("_file")
+        schema = raw.frame.collect_schema()
+        schemas[name] = pl.Schema({k: v for k, v in schema.items() if k not in ("_line", "_file")})
+        if schema.names() != ["_line"]:
+            frames.append(raw.frame.with_columns(column))
+        bad.append(raw.bad_lines.with_columns(column))
+    skipped.sort()
+    if not schemas:
+        listed = "; ".join(f"{name}: {why}" for name, why in skipped[:8]) or "it is empty"
+        raise InputDataError(
+            f"{p}: the folder holds no data files with rows (read: {', '.join(FORMATS)}; skipped: {listed})"
+        )
+    _check_columns_agree(p, schemas)
     if not frames and not any(b.height for b in bad):
-        raise InputDataError(f"{p} has no rows (every {fmt} file in it is empty)")
+        raise InputDataError(f"{p} has no rows (every data file in it is empty)")
     frame = pl.concat(frames, how="diagonal_relaxed") if frames else _empty_frame()
-    return RawInput(p, frame, pl.concat(bad), fmt)
+    fmt = formats.pop() if len(formats) == 1 else "mixed"
+    return RawInput(p, frame, pl.concat(bad), fmt, files=schemas, skipped=skipped)
+
+
+def _one_object(path: Path) -> bool:
+    """Whether a ``.json`` file is one JSON object (metadata, in a folder of data), not rows."""
+    data = _read_bytes(path).lstrip(_BOM).lstrip()
+    if not data.startswith(b"{"):
+        return False
+    try:
+        return isinstance(json.loads(data), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # "Extra data": JSON Lines
+        return False
+
+
+def _check_columns_agree(p: Path, schemas: dict[str, pl.Schema]) -> None:
+    """Refuse files whose shared column is nested (a list, an object) in one and something else in another:
+    concatenating them would turn the nested values into text.  Scalars of different types (CSV's text
+    next to JSON's numbers) are left to the adapters, which read numbers from text."""
+    seen: dict[str, tuple[str, pl.DataType]] = {}
+    for name, schema in schemas.items():
+        for column, dtype in schema.items():
+            if column not in seen:
+                seen[column] = (name, dtype)
+                continue
+            other, before = seen[column]
+            if _clash(before, dtype):
+                raise InputDataError(
+                    f"{p}: the folder's files do not make one table: column '{column}' is {_describe(before)} in "
+                    f"{other} but {_describe(dtype)} in {name}; give them separate inputs (or fix one of them)"
+                )
+            if before == pl.Null:
+                seen[column] = (name, dtype)
+
+
+def _clash(a: pl.DataType, b: pl.DataType) -> bool:
+    if a == pl.Null or b == pl.Null or a == b:
+        return False
+    if isinstance(a, pl.Struct) and isinstance(b, pl.Struct):
+        fields = {f.name: f.dtype for f in a.fields}
+        return any(f.name in fields and _clash(fields[f.name], f.dtype) for f in b.fields)
+    if isinstance(a, pl.List | pl.Array) and isinstance(b, pl.List | pl.Array):
+        return _clash(a.inner, b.inner)
+    nested = (pl.Struct, pl.List, pl.Array)
+    return isinstance(a, nested) or isinstance(b, nested)
+
+
+def _describe(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.List | pl.Array):
+        return "a list"
+    if isinstance(dtype, pl.Struct):
+        return "an object"
+    return "text" if dtype == pl.String else f"{dtype}"
