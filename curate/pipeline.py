@@ -21,10 +21,11 @@ import json
 import logging
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, overload
 
 import polars as pl
 import xxhash
@@ -124,12 +125,20 @@ class Stage:
         of reference files a stage reads), so the runner recomputes the stage when it changes."""
         return ""
 
-    def __call__(self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None) -> pl.LazyFrame:
+    @overload
+    def __call__(self, lf: pl.DataFrame, ctx: Context | None = None) -> pl.DataFrame: ...
+    @overload
+    def __call__(self, lf: pl.LazyFrame, ctx: Context | None = None) -> pl.LazyFrame: ...
+
+    def __call__(self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None) -> pl.LazyFrame | pl.DataFrame:
+        """Apply the stage (``df.pipe(stage, ctx)``: a DataFrame gives a DataFrame, a LazyFrame a LazyFrame)."""
         ctx = ctx if ctx is not None else Context.ephemeral()
+        eager = isinstance(lf, pl.DataFrame)  # what it is given it returns: DataFrame in, DataFrame out
         if isinstance(lf, pl.DataFrame):
             lf = lf.lazy()
         with ctx.stage_scope(self):
-            return self.apply(lf, ctx)
+            out = self.apply(lf, ctx)
+            return out.collect() if eager else out  # type: ignore[return-value]
 
     def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -151,9 +160,13 @@ class Stage:
     def changed_params(self) -> dict[str, Any]:
         """Parameters that differ from the stage's defaults (what a recipe entry for it would need)."""
         changed = {}
+        infos = getattr(type(self), "__pydantic_fields__", {})
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if f.default is not dataclasses.MISSING:
+            if f.name in infos:  # a pydantic ``Field(default, ge=...)``: the dataclass default is the FieldInfo
+                info = infos[f.name]
+                default = dataclasses.MISSING if info.is_required() else info.get_default(call_default_factory=True)
+            elif f.default is not dataclasses.MISSING:
                 default = f.default
             elif f.default_factory is not dataclasses.MISSING:
                 default = f.default_factory()
@@ -203,7 +216,11 @@ class Context:
     @classmethod
     def ephemeral(cls, **kwargs: Any) -> Context:
         tmp = tempfile.TemporaryDirectory(prefix="curate-")
-        return cls(cache_dir=Path(tmp.name), _tmp=tmp, **kwargs)
+        ctx = cls(cache_dir=Path(tmp.name), _tmp=tmp, **kwargs)
+        # Removed with the context, or at exit before tempfile's own finalizer would (which warns,
+        # ResourceWarning "Implicitly cleaning up", seen by a notebook run with warnings as errors).
+        weakref.finalize(ctx, tmp.cleanup)
+        return ctx
 
     # -- stage bookkeeping -------------------------------------------------------------------------
     class _Scope:
@@ -508,14 +525,25 @@ class Pipeline:
     def __init__(self, stages: Iterable[Stage]) -> None:
         self.stages = list(stages)
 
-    def __call__(self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None) -> pl.LazyFrame:
+    @overload
+    def __call__(self, lf: pl.DataFrame, ctx: Context | None = None) -> pl.DataFrame: ...
+    @overload
+    def __call__(self, lf: pl.LazyFrame, ctx: Context | None = None) -> pl.LazyFrame: ...
+
+    def __call__(self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None) -> pl.LazyFrame | pl.DataFrame:
         return self.run(lf, ctx)
+
+    @overload
+    def run(self, lf: pl.DataFrame, ctx: Context | None = None, *, progress: bool = False) -> pl.DataFrame: ...
+    @overload
+    def run(self, lf: pl.LazyFrame, ctx: Context | None = None, *, progress: bool = False) -> pl.LazyFrame: ...
 
     def run(
         self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None, *, progress: bool = False
-    ) -> pl.LazyFrame:
-        """Apply the stages in order.  ``progress=True`` shows a bar over the stages (tqdm.auto: a widget in
-        Jupyter, text in a terminal) and turns on the batch bars of model and signature stages."""
+    ) -> pl.LazyFrame | pl.DataFrame:
+        """Apply the stages in order (a DataFrame gives a DataFrame, a LazyFrame a LazyFrame).  ``progress=True``
+        shows a bar over the stages (tqdm.auto: a widget in Jupyter, text elsewhere or without ipywidgets) and
+        turns on the batch bars of model and signature stages."""
         ctx = ctx if ctx is not None else Context.ephemeral()
         if progress:
             ctx.progress = True
@@ -533,11 +561,16 @@ class Pipeline:
             if bar is not None:
                 bar.close()
         ctx.stage_label = "stage"
-        return out
+        return out.collect() if isinstance(lf, pl.DataFrame) else out  # DataFrame in, DataFrame out
 
     def __repr__(self) -> str:
-        inner = ",\n  ".join(repr(s) for s in self.stages)
-        return f"Pipeline([\n  {inner}\n])"
+        """One line per stage with only the parameters that differ from its defaults, as a recipe would list them
+        (``Filter(refusals=True)``, ``ExactDedup()``)."""
+        inner = "".join(
+            f"  {type(s).__name__}({', '.join(f'{k}={v!r}' for k, v in s.changed_params().items())}),\n"
+            for s in self.stages
+        )
+        return f"Pipeline([\n{inner}])"
 
     def _repr_html_(self) -> str:
         """A notebook cell shows one row per stage with the parameters that differ from its defaults."""
@@ -553,14 +586,17 @@ class Pipeline:
 
 
 def _stage_bar(total: int) -> Any:
-    """A tqdm.auto bar (a widget in Jupyter), or a plain text one when ipywidgets is missing."""
-    import warnings
+    """A tqdm.auto bar (a widget in Jupyter), or a plain text one when ipywidgets is missing.
 
-    from tqdm.auto import tqdm
+    Without ipywidgets, ``tqdm.auto`` is never imported: in a Jupyter kernel its import warns (TqdmWarning,
+    "IProgress not found") before falling back to text, so the text bar is chosen here, silently."""
+    import importlib.util
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tqdm.auto warns when ipywidgets is missing, then falls back
-        return tqdm(total=total, unit="stage", leave=True)
+    if importlib.util.find_spec("ipywidgets") is None:
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(total=total, unit="stage", leave=True)
 
 
 def remove_tree(path: Path) -> None:
