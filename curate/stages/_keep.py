@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 from pydantic import AfterValidator
 
+from curate.contract import Needs
 from curate.errors import RecipeError
 from curate.pipeline import Context
 
@@ -27,6 +28,11 @@ KeepRule = Annotated[str, AfterValidator(validate_keep)]
 def keep_columns(rule: str) -> list[str]:
     """Columns of the input that ``rule`` needs besides ``id`` and the text."""
     return [rule.split(":", 1)[1]] if rule.startswith("highest:") else []
+
+
+def keep_needs(rule: str) -> list[Needs]:
+    """The number column a ``highest:<column>`` rule names (part of the dedup stages' table contract)."""
+    return [Needs.column(f"keep: {rule}", column, "number") for column in keep_columns(rule)]
 
 
 def rank_expr(rule: str, schema_names: list[str]) -> list[pl.Expr]:

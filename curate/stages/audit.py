@@ -192,6 +192,9 @@ class Audit(Stage):
             raise ValueError("mode 'probe' needs probe_model: the handle of the LLM to probe (models: in the recipe)")
         return self
 
+    def adds(self, table: str) -> dict[str, pl.DataType | None]:
+        return {"audit_matches": pl.UInt32(), "contaminated": pl.Boolean()} if self.mode == "flag" else {}
+
     def _probe_items(self, ctx: Context) -> pl.DataFrame:
         """Samples of the probed model given only the text its chat template puts before a user message (the
         Magpie pre-query prefix): with nothing to answer, what it writes is what it learned to expect, and

@@ -10,6 +10,7 @@ import polars as pl
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from curate.contract import Columns, Needs
 from curate.errors import InputDataError
 from curate.pipeline import Context, Stage
 from curate.schema import RESPONSES
@@ -110,6 +111,36 @@ class CombineScores(Stage):
         assert self.direction is not None
         norm = math.sqrt(sum(v * v for v in self.direction.values()))
         return {k: v / norm for k, v in self.direction.items()}
+
+    # -- table contract ----------------------------------------------------------------------------------
+    accepts: ClassVar[frozenset[str]] = frozenset({"candidates", "preference"})
+
+    def requires(self, table: str) -> list[Needs]:
+        """Each objective (weights/direction) and each constraint column, under either of its names."""
+        named = {name: "weights" if self.weights is not None else "direction" for name in self.coefficients()}
+        for text in self.constraints:
+            named.setdefault(parse_constraint(text)[0], f"constraints: {text}")
+        needs = []
+        for name, param in named.items():
+            if name == "score":
+                continue  # score_chosen/score_rejected, or responses[].score: always in the table
+            bases = (name, f"reward_{name}")
+            if table == "preference":
+                options = tuple((f"{b}_chosen", f"{b}_rejected") for b in bases)
+                needs.append(Needs(f"{param}: objective '{name}'", options, "number"))
+            else:
+                needs.append(Needs(f"{param}: objective '{name}'", tuple((b,) for b in bases), "number list"))
+        return needs
+
+    def explain_missing(self, need: Needs, table: str, columns: Columns) -> str:
+        name = need.options[0][0].removesuffix("_chosen")
+        if table == "preference":
+            found = sorted({c.rsplit("_", 1)[0] for c in columns if c.endswith(("_chosen", "_rejected"))})
+            return (f"{need.param} not found: need columns {name}_chosen and {name}_rejected (or "
+                    f"reward_{name}_...); objectives present: {found}")
+        found = sorted(c for c, t in columns.items() if isinstance(t, pl.List) and c not in ("prompt", "responses"))
+        return (f"{need.param} not found: need a list column '{name}' (or 'reward_{name}') aligned with "
+                f"responses; list columns present: {found}")
 
     # -- columns -----------------------------------------------------------------------------------------
     @staticmethod

@@ -9,6 +9,7 @@ import polars as pl
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
+from curate.contract import Needs
 from curate.embed import embed_for_stage
 from curate.embed.select import greedy_diverse
 from curate.errors import RecipeError
@@ -60,6 +61,9 @@ class DeitaSelect(Stage):
         if isinstance(value, float) and not 0.0 < value <= 1.0:
             raise ValueError("budget as a fraction must be in (0, 1]")
         return value
+
+    def requires(self, table: str) -> list[Needs]:
+        return [Needs.column(f"score: {self.score}", self.score, "number")]
 
     def _budget_rows(self, n: int) -> int:
         if self.budget is None:

@@ -11,10 +11,11 @@ from pydantic.dataclasses import dataclass
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from curate.contract import Needs
 from curate.embed import build_index, embed_for_stage, pairs_above
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
-from curate.stages._keep import KeepRule, drop_cluster_losers, keep_columns, rank_expr
+from curate.stages._keep import KeepRule, drop_cluster_losers, keep_columns, keep_needs, rank_expr
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -52,6 +53,9 @@ class EmbedDedup(Stage):
     model: str = "embed"
     index: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
     exact_max: int = Field(100_000, ge=1)
+
+    def requires(self, table: str) -> list[Needs]:
+        return keep_needs(self.keep)
 
     def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         table = self.table_of(lf)

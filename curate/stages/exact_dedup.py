@@ -8,9 +8,10 @@ import polars as pl
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
 
+from curate.contract import Needs
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
-from curate.stages._keep import KeepRule, keep_columns, rank_expr
+from curate.stages._keep import KeepRule, keep_columns, keep_needs, rank_expr
 
 #: Largest partition of the distributed form, in rows: an input of more than (cluster CPUs x this) rows gets
 #: more partitions than CPUs, so one task's group-by stays a small share of a worker's memory.
@@ -47,6 +48,9 @@ class ExactDedup(Stage):
     lowercase: bool = True
     strip_punctuation: bool = False
     keep: KeepRule = "first"
+
+    def requires(self, table: str) -> list[Needs]:
+        return keep_needs(self.keep)
 
     def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         table = self.table_of(lf)

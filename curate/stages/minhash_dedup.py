@@ -11,10 +11,11 @@ import xxhash
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
+from curate.contract import Needs
 from curate.dedup import minhash
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
-from curate.stages._keep import KeepRule, drop_cluster_losers, keep_columns, rank_expr
+from curate.stages._keep import KeepRule, drop_cluster_losers, keep_columns, keep_needs, rank_expr
 
 #: Default weight of false negatives in the band choice when candidates are verified: a band false positive
 #: then costs one signature comparison, not a wrong drop, so the bands lean to recall (14 x 9 at 128/0.8).
@@ -91,6 +92,9 @@ class MinHashDedup(Stage):
         if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands*rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         return self
+
+    def requires(self, table: str) -> list[Needs]:
+        return keep_needs(self.keep)
 
     def band_params(self) -> tuple[int, int]:
         """``(bands, rows)``: as given, or the optimum for ``threshold`` and ``num_perm``."""

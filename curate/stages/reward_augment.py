@@ -115,6 +115,11 @@ class RewardAugment(Stage):
             MESSAGES
         )
 
+    accepts: ClassVar[frozenset[str]] = frozenset({"preference"})
+
+    def adds(self, table: str) -> dict[str, pl.DataType | None]:
+        return {"parent_id": pl.String(), "goal_score": pl.Float64()}
+
     def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         if self.table_of(lf) != "preference":
             raise InputDataError("reward_augment works on preference rows (prompt, chosen, rejected and scores)")

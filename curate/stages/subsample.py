@@ -10,6 +10,7 @@ import polars as pl
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
+from curate.contract import Needs
 from curate.embed import embed_for_stage
 from curate.embed.select import greedy_diverse
 from curate.errors import ModelError, RecipeError
@@ -147,6 +148,11 @@ class Subsample(Stage):
         if self.k_min > self.k_max:
             raise ValueError(f"k_min ({self.k_min}) must be <= k_max ({self.k_max})")
         return self
+
+    def requires(self, table: str) -> list[Needs]:
+        if self.method != "deita":
+            return []
+        return [Needs.column(f"score: {self.score} (method deita)", self.score, "number")]
 
     def budget_label(self) -> str:
         if self.count is not None:
