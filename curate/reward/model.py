@@ -46,6 +46,9 @@ Message = dict[str, str]
 _SPEC_KEYS = {
     "backend", "path", "device", "dtype", "batch_size", "max_batch_tokens", "chat_template", "trust_remote_code",
 }
+#: The embedding reward model backend (:mod:`curate.reward.embedding_rm`): ``path`` is a folder or ``default``.
+EMBEDDING_RM = "embedding-rm"
+_EMBEDDING_RM_KEYS = {"backend", "path"}
 _SENTINEL = "\u2063curate-response-sentinel\u2063"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
@@ -61,12 +64,17 @@ class Scored:
 
 
 def check_spec(spec: dict[str, Any]) -> None:
-    unknown = set(spec) - _SPEC_KEYS
-    if unknown:
-        raise RecipeError(f"reward model spec: unknown key(s) {sorted(unknown)} (known: {sorted(_SPEC_KEYS)})")
+    """Spec keys and backend: ``transformers`` (a sequence classifier) or ``embedding-rm`` (a folder that
+    ``curate rm fit`` wrote, or ``default``, the one shipped in the package; see
+    :mod:`curate.reward.embedding_rm`)."""
     backend = spec.get("backend", "transformers")
-    if backend != "transformers":
-        raise RecipeError(f"reward model backend {backend!r} is not supported (use transformers)")
+    known = _EMBEDDING_RM_KEYS if backend == EMBEDDING_RM else _SPEC_KEYS
+    unknown = set(spec) - known
+    if unknown:
+        raise RecipeError(f"reward model spec: unknown key(s) {sorted(unknown)} (known for backend {backend}: "
+                          f"{sorted(known)})")
+    if backend not in ("transformers", EMBEDDING_RM):
+        raise RecipeError(f"reward model backend {backend!r} is not supported (use transformers or {EMBEDDING_RM})")
     if not spec.get("path"):
         raise RecipeError("reward model spec needs a path (a local model folder)")
 
@@ -74,6 +82,14 @@ def check_spec(spec: dict[str, Any]) -> None:
 def resolve_path(spec: dict[str, Any], base_dir: Path = Path(".")) -> Path:
     """The model folder of a spec (relative paths from the recipe's folder); ``ModelError`` when missing."""
     check_spec(spec)
+    if spec.get("backend") == EMBEDDING_RM:
+        from curate.reward.embedding_rm import resolve_rm_path
+
+        path = resolve_rm_path(spec["path"], base_dir)
+        if not (path / "rm.json").is_file():
+            raise ModelError(f"{path}: not an embedding reward model folder (no rm.json; fit one with "
+                             "'curate rm fit LABELLED --out DIR', or use path: default)")
+        return path
     path = Path(str(spec["path"])).expanduser()
     if not path.is_absolute():
         path = (Path(base_dir) / path).resolve()
@@ -286,8 +302,13 @@ def _device(requested: str) -> str:
 
 
 def load_reward_model(spec: dict[str, Any], base_dir: Path = Path(".")) -> RewardModel:
-    """Load the reward model a ``models:`` entry describes; ``ModelError`` naming the folder when it cannot."""
+    """Load the reward model a ``models:`` entry describes; ``ModelError`` naming the folder when it cannot.
+    ``backend: embedding-rm`` gives an :class:`~curate.reward.embedding_rm.EmbeddingRewardModel` instead."""
     path = resolve_path(spec, base_dir)
+    if spec.get("backend") == EMBEDDING_RM:
+        from curate.reward.embedding_rm import EmbeddingRewardModel
+
+        return EmbeddingRewardModel.load(path)  # type: ignore[return-value]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch

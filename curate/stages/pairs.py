@@ -69,6 +69,16 @@ class Pairs(Stage):
       the wider score margin, then the higher chosen score, then the earlier chosen position, then the later
       rejected position (deterministic, whatever the batching).
 
+    **Uncertainty** (``min_margin_std: k``; needs the ``reward_std`` column that ``reward_score`` writes with an
+    embedding reward model).  Why: a margin smaller than the reward ensemble's own disagreement is a coin flip
+    the model only pretends to call (Sun et al. 2025 use ensemble disagreement the same way; Wang et al. 2024,
+    "Secrets of RLHF Part II", find such pairs are where labels are wrong).  A combination is admissible only
+    when ``score_c - score_r >= k * sqrt(std_c**2 + std_r**2)`` (the members' stds of the two responses,
+    combined as if independent); a null std counts 0.  A prompt with pairs above ``min_margin`` but none clear of
+    the uncertainty goes to quarantine (``below_uncertainty``).  The pair chosen among the admissible ones follows
+    the strategy as above.  With a ``reward_std`` column the output has ``reward_std_chosen`` and
+    ``reward_std_rejected``.
+
     Notes: ``pairs``, ``dropped_<reason>``, ``length_ratio_mean`` (mean of chosen/rejected length over the
     emitted pairs with a non-empty rejected) and ``chosen_longer_share``; with a length control on,
     ``length_control``: ``before`` (what ``best_vs_worst`` without length controls, same margin, gives:
@@ -92,6 +102,8 @@ class Pairs(Stage):
     max_length_ratio: float | None = Field(None, gt=0.0)
     #: Pick the above-margin pair with the smallest length difference instead of the widest margin.
     length_controlled: bool = False
+    #: Admit a pair only when its margin is at least this many ensemble stds (``reward_std``); None: off.
+    min_margin_std: float | None = Field(None, ge=0.0)
 
     @model_validator(mode="after")
     def _check_controls(self) -> Pairs:
@@ -125,10 +137,16 @@ class Pairs(Stage):
         if table != "candidates":
             raise InputDataError(f"pairs needs a candidates table (prompt + responses), got a {table} table")
         lf = lf.with_row_index("_row")
+        has_std = "reward_std" in lf.collect_schema().names()
+        if self.min_margin_std is not None and not has_std:
+            raise InputDataError("pairs: min_margin_std needs the reward_std column (reward_score with an embedding "
+                                 "reward model writes it: backend embedding-rm)")
+        std = pl.col("reward_std") if has_std else pl.lit(None, dtype=pl.List(pl.Float64))
         exploded = (
-            lf.select("_row", "id", pl.col("responses"))
+            lf.select("_row", "id", pl.col("responses"), std.alias("_std"))
             .with_columns(pl.int_ranges(pl.col("responses").list.len()).alias("_k"))
-            .explode(["responses", "_k"])
+            .with_columns(pl.col("_std").fill_null(pl.col("_k").cast(pl.List(pl.Float64)).list.eval(pl.lit(None))))
+            .explode(["responses", "_k", "_std"])
             .with_columns(
                 pl.col("responses").struct.field("score").cast(pl.Float64).alias("_score"),
                 pl.col("responses").struct.field("content").is_not_null().alias("_present"),
@@ -141,10 +159,11 @@ class Pairs(Stage):
             pl.col("_score").max().alias("_best"), pl.col("_score").min().alias("_worst"), pl.len().alias("_n_scored")
         )
         # Every (chosen, rejected) combination of a prompt with a score gap of at least the margin (never a tie).
-        side = scored.select("_row", "id", "_k", "_score", "_len")
+        side = scored.select("_row", "id", "_k", "_score", "_len", pl.col("_std").fill_null(0.0).fill_nan(0.0))
         combos = (
-            side.rename({"_k": "_k_c", "_score": "_score_c", "_len": "_len_c"})
-            .join(side.drop("id").rename({"_k": "_k_r", "_score": "_score_r", "_len": "_len_r"}), on="_row")
+            side.rename({"_k": "_k_c", "_score": "_score_c", "_len": "_len_c", "_std": "_std_c"})
+            .join(side.drop("id").rename({"_k": "_k_r", "_score": "_score_r", "_len": "_len_r", "_std": "_std_r"}),
+                  on="_row")
             .filter((pl.col("_score_c") > pl.col("_score_r"))
                     & (pl.col("_score_c") - pl.col("_score_r") >= self.min_margin))
             .with_columns(
@@ -154,9 +173,14 @@ class Pairs(Stage):
         )
         base = Pairs(strategy="best_vs_worst", min_margin=self.min_margin)._select(combos)
         admissible = combos
+        confident = None
+        if self.min_margin_std is not None:
+            spread = (pl.col("_std_c") ** 2 + pl.col("_std_r") ** 2).sqrt()
+            admissible = combos.filter(pl.col("_margin") >= self.min_margin_std * spread)
+            confident = admissible.select("_row").unique().with_columns(pl.lit(True).alias("_confident"))
         if self.max_length_ratio is not None:
-            admissible = combos.filter(pl.col("_len_c") <= self.max_length_ratio * pl.col("_len_r"))
-        plain = not self._controlled and self.strategy == "best_vs_worst"
+            admissible = admissible.filter(pl.col("_len_c") <= self.max_length_ratio * pl.col("_len_r"))
+        plain = not self._controlled and self.strategy == "best_vs_worst" and self.min_margin_std is None
         chosen = base if plain else self._select(admissible)
         counts = exploded.group_by("_row").agg(pl.col("_present").sum().alias("_n_present"))
         decision = (
@@ -167,6 +191,9 @@ class Pairs(Stage):
                               pl.col("_len_c").alias("_base_len_c"), pl.col("_len_r").alias("_base_len_r")),
                   on="_row", how="left")
             .join(chosen, on="_row", how="left")
+            .join(confident if confident is not None else lf.select("_row").head(0).with_columns(
+                pl.lit(True).alias("_confident")), on="_row", how="left")
+            .with_columns(pl.col("_confident").fill_null(confident is None))
             .with_columns(
                 pl.when(pl.col("_n_present").fill_null(0) < 2)
                 .then(pl.lit("single_response"))
@@ -176,6 +203,8 @@ class Pairs(Stage):
                 .then(pl.lit("all_tied"))
                 .when(pl.col("_base_r").is_null())
                 .then(pl.lit("below_margin"))
+                .when(~pl.col("_confident"))
+                .then(pl.lit("below_uncertainty"))
                 .when(pl.col("_r_k").is_null())
                 .then(pl.lit("length_ratio"))
                 .otherwise(pl.lit(None, dtype=pl.String))
@@ -189,6 +218,10 @@ class Pairs(Stage):
             "null_scores": "fewer than two scored responses (null scores): no pair",
             "all_tied": "all scored responses have equal scores: no pair from a tie",
             "below_margin": f"no response scored at least min_margin={self.min_margin} below the best",
+            "below_uncertainty": (
+                f"no pair at least min_margin={self.min_margin} apart has a margin of at least "
+                f"min_margin_std={self.min_margin_std} times its ensemble std (reward_std)"
+            ),
             "length_ratio": (
                 f"no pair at least min_margin={self.min_margin} apart has a chosen at most "
                 f"max_length_ratio={self.max_length_ratio} times as long as its rejected (characters)"
@@ -211,7 +244,9 @@ class Pairs(Stage):
             return pl.concat_list([one]).cast(MESSAGES)
 
         names = lf.collect_schema().names()
-        meta = [c for c in names if c not in ("_row", "id", "prompt", "responses", "parent_id")]
+        meta = [c for c in names if c not in ("_row", "id", "prompt", "responses", "parent_id", "reward_std")]
+        stds = [pl.col("reward_std").list.get(pl.col(k)).alias(f"reward_std_{side}")
+                for k, side in (("_c_k", "chosen"), ("_r_k", "rejected"))] if has_std else []
         out = lf.join(kept, on="_row", how="inner", maintain_order="left").select(
             pl.col("prompt"),
             message(pick_c).alias("chosen"),
@@ -223,6 +258,7 @@ class Pairs(Stage):
             pick_c.struct.field("model").alias("chosen_model"),
             pick_r.struct.field("model").alias("rejected_model"),
             (pick_c.struct.field("score") - pick_r.struct.field("score")).cast(pl.Float64).alias("score_margin"),
+            *stds,
         )
         return conform(out, "preference")
 

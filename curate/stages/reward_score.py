@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 import xxhash
@@ -14,6 +15,8 @@ from pydantic.dataclasses import dataclass
 from curate.errors import InputDataError, ModelError
 from curate.pipeline import Context, Stage
 from curate.reward import RewardModel, Scored, reward_identity
+from curate.reward.embedding_rm import is_embedding_rm, resolve_rm_path
+from curate.reward.model import EMBEDDING_RM
 from curate.schema import RESPONSES
 
 TRUNCATED = "prompt truncated"
@@ -56,6 +59,15 @@ class RewardScore(Stage):
     response``; a conversation the chat template refuses (e.g. a system turn) gets null and ``chat template
     failed: <error>``.  No row is dropped.  Notes: ``scored``, ``truncated``, ``too_long``, ``empty``, ``mean_score``,
     and for preference rows ``agreement_with_label`` (share of pairs with both scores where chosen > rejected).
+
+    **Embedding reward models** (``backend: embedding-rm`` in the model spec, or ``path: DIR`` / ``path:
+    default`` here; see :mod:`curate.reward.embedding_rm`; Sun et al. 2025, "Reusing Embeddings"): a Bradley-Terry
+    ensemble on frozen MiniLM vectors, CPU-fast, with its cross-validated accuracy on human labels on its card.
+    ``score`` is the ensemble mean; the members' disagreement goes to ``reward_std`` (candidates: ``list<f64>``
+    aligned with ``responses``; preference: ``reward_std_chosen``, ``reward_std_rejected``), which ``pairs:
+    min_margin_std`` and ``combine_scores`` (objective ``reward_std``) use.  Vectors come from the run's embedding
+    cache, so the encoder loads only for texts never encoded; ``objective`` and ``max_length`` do not apply.
+    Notes add ``mean_reward_std``.
     """
 
     name: ClassVar[str] = "reward_score"
@@ -67,8 +79,11 @@ class RewardScore(Stage):
 
     #: Handle of the reward model under ``models:`` (ignored when ``path`` is given).
     model: str | None = "reward"
-    #: A model folder to load directly, instead of a handle (notebooks).
+    #: A model folder to load directly, instead of a handle (notebooks); ``default``: the shipped embedding RM.
     path: str | None = None
+    #: With ``path``: ``transformers`` (sequence classifier) or ``embedding-rm``; None: embedding-rm when the
+    #: folder is one (has an embedding-rm ``rm.json``, or is ``default``), else transformers.
+    backend: Literal["transformers", "embedding-rm"] | None = None
     #: The head that becomes ``score`` (objective name or index as a string); default the first head.
     objective: str | None = None
     #: Token limit of a rendered text; default the model's max position embeddings.
@@ -84,6 +99,8 @@ class RewardScore(Stage):
             self.model = None
         elif not self.model:
             raise ValueError("reward_score needs model (a models: handle) or path (a model folder)")
+        if self.backend is not None and self.path is None:
+            raise ValueError("backend goes with path; a models: handle names its backend in its spec")
         return self
 
     # -- model ---------------------------------------------------------------------------------------------
@@ -92,7 +109,11 @@ class RewardScore(Stage):
             assert self.model is not None
             return self.model
         handle = f"reward@{self.path}"
-        ctx.models.specs.setdefault(handle, {"backend": "transformers", "path": self.path})
+        backend = self.backend
+        if backend is None:
+            backend = EMBEDDING_RM if self.path == "default" or is_embedding_rm(
+                resolve_rm_path(self.path, ctx.models.base_dir)) else "transformers"
+        ctx.models.specs.setdefault(handle, {"backend": backend, "path": self.path})
         return handle
 
     def _head(self, rm: RewardModel) -> int:
@@ -115,10 +136,16 @@ class RewardScore(Stage):
         payload = [self.fingerprint(), ctx.models.fingerprint(handle), table, identity]
         key = xxhash.xxh3_128_hexdigest(json.dumps(payload).encode())
         loaded: dict[str, RewardModel] = {}
+        embedding = spec.get("backend") == EMBEDDING_RM
+        if embedding and self.objective not in (None, "score", "0"):
+            raise ModelError(f"reward_score: an embedding reward model has one head (score), not {self.objective!r}")
+        cache_dir = ctx.cache_dir
 
         def run(batch: pl.DataFrame) -> pl.DataFrame:
             if "rm" not in loaded:
                 loaded["rm"] = ctx.models.get(handle, "reward")
+            if embedding:
+                return self._score_batch_embedding(loaded["rm"], batch, table, cache_dir)
             return self._score_batch(loaded["rm"], batch, table)
 
         out = ctx.map_rows(lf, run, key, batch_size=self.batch_size, desc=f"{ctx.stage_label} (reward)")
@@ -188,6 +215,55 @@ class RewardScore(Stage):
                 ]
         return batch.with_columns(cols)
 
+    def _score_batch_embedding(self, rm: Any, batch: pl.DataFrame, table: str, cache_dir: Path | None,
+                               ) -> pl.DataFrame:
+        """One batch through an embedding RM: ensemble mean -> score, members' std -> reward_std."""
+        rows = batch.to_dicts()
+        prompts: list[list[dict[str, str]]] = []
+        answers: list[str] = []
+        where: list[tuple[int, int]] = []
+        for r, row in enumerate(rows):
+            prompt = [dict(m) for m in row["prompt"] or []]
+            if table == "candidates":
+                texts = [(resp or {}).get("content") or "" for resp in row["responses"] or []]
+            else:
+                texts = [_assistant_text(row["chosen"]), _assistant_text(row["rejected"])]
+            for s, text in enumerate(texts):
+                if text.strip():  # an empty response gets no score, as with a sequence classifier
+                    prompts.append(prompt)
+                    answers.append(text)
+                    where.append((r, s))
+        mean, std = rm.score(prompts, answers, cache_dir=cache_dir)
+        got = {slot: (float(m), float(d)) for slot, m, d in zip(where, mean, std, strict=True)}
+
+        def value(slot: tuple[int, int], k: int) -> float | None:
+            return got[slot][k] if slot in got else None
+
+        def note(slot: tuple[int, int]) -> str | None:
+            return None if slot in got else "empty response"
+
+        if table == "candidates":
+            sizes = [len(row["responses"] or []) for row in rows]
+            responses = [
+                [{**resp, "score": value((r, s), 0)} for s, resp in enumerate(row["responses"] or [])]
+                for r, row in enumerate(rows)
+            ]
+            return batch.with_columns(
+                pl.Series("responses", responses, dtype=RESPONSES),
+                pl.Series("reward_note", [[note((r, s)) for s in range(n)] for r, n in enumerate(sizes)],
+                          dtype=pl.List(pl.String)),
+                pl.Series("reward_std", [[value((r, s), 1) for s in range(n)] for r, n in enumerate(sizes)],
+                          dtype=pl.List(pl.Float64)),
+            )
+        cols = []
+        for s, side in enumerate(("chosen", "rejected")):
+            cols += [
+                pl.Series(f"score_{side}", [value((r, s), 0) for r in range(len(rows))], dtype=pl.Float64),
+                pl.Series(f"reward_note_{side}", [note((r, s)) for r in range(len(rows))], dtype=pl.String),
+                pl.Series(f"reward_std_{side}", [value((r, s), 1) for r in range(len(rows))], dtype=pl.Float64),
+            ]
+        return batch.with_columns(cols)
+
     # -- notes ---------------------------------------------------------------------------------------------
     def _notes(self, out: pl.LazyFrame, table: str, ctx: Context) -> None:
         """Figures over the whole output (cached shards included)."""
@@ -218,3 +294,10 @@ class RewardScore(Stage):
             ).collect()
             n, agree = both["n"][0], both["agree"][0]
             ctx.note("agreement_with_label", round(float(agree), 4) if n else None)
+        std_cols = ["reward_std"] if table == "candidates" else ["reward_std_chosen", "reward_std_rejected"]
+        if all(c in out.collect_schema().names() for c in std_cols):
+            stds = pl.concat([out.select(pl.col(c).alias("s")) for c in std_cols])
+            if table == "candidates":
+                stds = stds.explode("s")
+            mean_std = stds.select(pl.col("s").mean()).collect().item()
+            ctx.note("mean_reward_std", round(float(mean_std), 4) if mean_std is not None else None)
