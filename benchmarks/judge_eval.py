@@ -36,12 +36,13 @@ def ranked_pairs(source: str) -> list[tuple[list[dict[str, str]], str, str]]:
     from curate.io import load
 
     pairs: list[tuple[list[dict[str, str]], str, str]] = []
-    if source == "hh_heldout":
-        from curate.reward.embedding_rm import heldout_mask
-
+    if source in ("hh_heldout", "hh_rlhf"):  # hh_rlhf: every row (judge_agreement.py's original file)
         frame = load(SHARED / "hh_rlhf_harmless_base_test" / "test.jsonl.gz", "hh_rlhf").frame
         frame = frame.select("prompt", "chosen", "rejected").collect()
-        frame = frame.filter(heldout_mask(frame["prompt"]))
+        if source == "hh_heldout":
+            from curate.reward.embedding_rm import heldout_mask
+
+            frame = frame.filter(heldout_mask(frame["prompt"]))
         for row in frame.iter_rows(named=True):
             better = "\n".join(m["content"] for m in row["chosen"])
             worse = "\n".join(m["content"] for m in row["rejected"])
@@ -57,7 +58,7 @@ def ranked_pairs(source: str) -> list[tuple[list[dict[str, str]], str, str]]:
             if ranked[0]["score"] != ranked[-1]["score"]:
                 pairs.append((row["prompt"], ranked[0]["content"], ranked[-1]["content"]))
     else:
-        raise SystemExit(f"unknown source {source!r}: {', '.join(SOURCES)}")
+        raise SystemExit(f"unknown source {source!r}: {', '.join(SOURCES)} or hh_rlhf")
     return pairs
 
 

@@ -218,7 +218,11 @@ def test_cli_model_judge_with_tiny_llm_caches_and_writes_outputs(tmp_path: Path,
     result = json.loads(first.stdout)
     model = result["judges"][0]
     assert result["n"] == 6 and model["name"] == f"model:{tiny_llm_path}" and model["calls"] == 12
-    assert model["swap_consistency"] is not None and 0.0 <= model["position_bias"] <= 1.0
+    # a random tiny model rarely puts A/B among its top tokens: unreadable verdicts are null, never an error
+    for key in ("swap_consistency", "position_bias"):
+        assert model[key] is None or 0.0 <= model[key] <= 1.0
+    assert 0.0 <= model["decided"] <= 1.0
+    assert model["length_bias"] is None or 0.0 <= model["length_bias"] <= 1.0
     assert set(model["by_category"]) == {"c0", "c1"}
     assert set(result["labels"]) == {"a", "b", "tie"}
     again = json.loads(curate(*args).stdout)
