@@ -3,7 +3,8 @@
 A kill at a random moment is a race a test cannot win reliably on a fast machine, so the resume tests name
 the moment instead: ``shard:N`` (right after the N-th batch shard of this process is committed),
 ``stage:LABEL`` (after a stage's files are written, before it is marked done), ``publish`` (after
-``data/`` is replaced, before ``manifest.json``).  The kill is a real SIGKILL: no cleanup, no ``finally``.
+``data/`` is replaced, before ``manifest.json``), ``embed:flush`` (after the vector cache's first write).
+The kill is a real SIGKILL: no cleanup, no ``finally``.
 Unset (always, outside tests), this costs one dictionary lookup per call.
 """
 
