@@ -54,12 +54,13 @@ def main() -> None:
     batches: list[tuple[list[str], list[str]]] = []
     for start in range(0, frame.height, args.batch):
         part = frame.slice(start, args.batch)
-        convs = []
-        for messages in part["messages"].to_list():
-            for instruction, response in conversation_turns(messages):
+        convs, keys = [], []
+        for row_id, messages in zip(part["id"].to_list(), part["messages"].to_list(), strict=True):
+            for t, (instruction, response) in enumerate(conversation_turns(messages)):
                 convs += [scoring.complexity_prompt(instruction), scoring.quality_prompt(instruction, response)]
+                keys += [f"{row_id}\x1f{t}\x1fc", f"{row_id}\x1f{t}\x1fq"]  # the stage's per-call keys
         prompts = [llm.render(c, add_generation_prompt=True) + scoring.PREFILL for c in convs]
-        batches.append((part["id"].to_list(), prompts))
+        batches.append((keys, prompts))
     n_scores = sum(len(p) for _, p in batches)
 
     def run_stage() -> tuple[float, pl.DataFrame]:
@@ -74,8 +75,8 @@ def main() -> None:
     def run_raw() -> tuple[float, list[float | None]]:
         t0 = time.perf_counter()
         scores: list[float | None] = []
-        for ids, prompts in batches:
-            outputs = llm.generate(prompts, stage.sampling(ids))
+        for keys, prompts in batches:
+            outputs = llm.generate(prompts, stage.sampling(keys))
             scores += [scoring.expected_score(g[0].logprobs)[0] for g in outputs]
         return time.perf_counter() - t0, scores
 

@@ -183,8 +183,8 @@ def _stage(llm: Any, args: argparse.Namespace) -> dict[str, tuple[float, int]]:
     def run_direct() -> int:
         total = 0
         for prompts, s in recorded:
-            if s.seed is not None:
-                torch.manual_seed(s.seed)
+            if s.seed is not None:  # HF samples a batch from one stream: seeded with the call's first row seed
+                torch.manual_seed(s.seed if isinstance(s.seed, int) else s.seed[0])
             kw: dict[str, Any] = {"do_sample": False}
             if s.temperature > 0:
                 kw.update(do_sample=True, num_return_sequences=s.n, temperature=s.temperature, top_p=s.top_p, top_k=0)

@@ -18,15 +18,33 @@ Conversation = Sequence[Message]
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sampling settings; ``logprobs=k`` asks for the top-k log-probabilities at every generated token."""
+    """Sampling settings; ``logprobs=k`` asks for the top-k log-probabilities at every generated token.
+
+    ``seed``: ``None`` (unseeded), one seed per prompt (a tuple as long as the call's prompts: what the model
+    stages pass, each derived from its row's id by :func:`curate.synth.rows.row_seed`), or one int, which
+    gives prompt ``i`` of the call the seed ``seed + i``.  Every backend draws a prompt's tokens from its
+    own seed alone, never from a stream shared with the other prompts of the call, so a row's sample does
+    not depend on which rows share its batch (a refresh equals a fresh run; see each backend for what it
+    guarantees beyond that).
+    """
 
     temperature: float = 0.7
     top_p: float = 1.0
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
-    seed: int | None = None
+    seed: int | tuple[int, ...] | None = None
     n: int = 1
     logprobs: int | None = None
+
+    def seeds(self, count: int) -> list[int | None]:
+        """The seed of each of ``count`` prompts (see the class docstring); raises when a tuple's length differs."""
+        if self.seed is None:
+            return [None] * count
+        if isinstance(self.seed, int):
+            return [self.seed + i for i in range(count)]
+        if len(self.seed) != count:
+            raise ValueError(f"Sampling.seed holds {len(self.seed)} seeds for {count} prompts")
+        return [int(s) for s in self.seed]
 
 
 @dataclass

@@ -10,16 +10,26 @@ Why it looks like this:
 * Top-k log-probabilities come from the model's raw next-token distribution (before temperature/top-p),
   captured per step by a logits processor so that only ``k`` values per token are kept, never the whole
   vocabulary for every step.
-* A seed makes sampling deterministic: the RNG is forked and seeded per call, so the caller's global RNG
-  is not disturbed.
+* Every row samples from its own random stream: its seed (``Sampling.seeds``; the model stages derive it
+  from the row's id) seeds a CPU ``torch.Generator`` that draws the row's uniforms up front, and a logits
+  processor (:class:`_RowSampler`) turns each row's temperature/top-p distribution and its own uniform of
+  the step into the next token by inverse CDF; ``generate`` then runs greedy over that one-hot choice.  No
+  stream is shared between rows (HF's own sampling draws the whole batch from the global RNG, so a row's
+  tokens would depend on its batch), and the caller's global RNG is never touched.  Left padding with the
+  attention mask and position ids from it make a row's logits those of the row alone up to float rounding
+  (batched matmuls sum in another order); a row's tokens therefore equal its tokens alone unless a draw
+  falls within that rounding of a boundary between two tokens (measured: tests/test_row_seeds.py).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import xxhash
 
 from curate.errors import ModelError
 from curate.llm._common import END_OF_TURN_TOKENS, TokenizerChat, cut_at_stop, offline_hub
@@ -93,17 +103,14 @@ class TransformersLLM(TokenizerChat):
         if not prompts:
             return []
         ids = self.encode_batch(prompts)
+        seeds = sampling.seeds(len(ids))
         order = self._batch_order(ids)
         out: list[list[Generation] | None] = [None] * len(ids)
-        torch = self._torch
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices, enabled=sampling.seed is not None):
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                for i, gens in zip(chunk, self._generate_batch([ids[i] for i in chunk], sampling), strict=True):
-                    out[i] = gens
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            gens = self._generate_batch([ids[i] for i in chunk], sampling, [seeds[i] for i in chunk])
+            for i, row in zip(chunk, gens, strict=True):
+                out[i] = row
         return out  # type: ignore[return-value]
 
     # -- helpers --------------------------------------------------------------------------------------
@@ -161,7 +168,8 @@ class TransformersLLM(TokenizerChat):
             self._token_text[token_id] = text
         return text
 
-    def _generate_batch(self, batch: list[list[int]], sampling: Sampling) -> list[list[Generation]]:
+    def _generate_batch(self, batch: list[list[int]], sampling: Sampling, seeds: list[int | None],
+                        ) -> list[list[Generation]]:
         torch = self._torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
@@ -174,27 +182,25 @@ class TransformersLLM(TokenizerChat):
             if x:
                 input_ids[r, width - len(x) :] = torch.tensor(x, dtype=torch.long)
                 mask[r, width - len(x) :] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-
         greedy = sampling.temperature <= 0
         n_model = 1 if greedy else max(1, sampling.n)  # greedy: n copies of one decode
-        cfg = GenerationConfig(
-            max_new_tokens=max(1, sampling.max_tokens),
-            do_sample=not greedy,
-            num_return_sequences=n_model,
-            eos_token_id=self.eos_ids,
-            pad_token_id=pad,
-            bos_token_id=tok.bos_token_id,
-        )
-        if not greedy:
-            cfg.temperature = float(sampling.temperature)
-            cfg.top_p = float(sampling.top_p)
-            cfg.top_k = 0  # the protocol has no top-k: sample from the whole top-p nucleus
+        if n_model > 1:  # row r's samples are rows r*n .. r*n+n-1, as num_return_sequences would lay them out
+            input_ids, mask = input_ids.repeat_interleave(n_model, dim=0), mask.repeat_interleave(n_model, dim=0)
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        steps = max(1, sampling.max_tokens)
+        # Greedy over the processors' scores: sampling, when asked, is _RowSampler's one-hot choice.
+        cfg = GenerationConfig(max_new_tokens=steps, do_sample=False, num_return_sequences=1,
+                               eos_token_id=self.eos_ids, pad_token_id=pad, bos_token_id=tok.bos_token_id)
         processors = LogitsProcessorList()
         capture = None
         if sampling.logprobs:
             capture = _TopKCapture(int(sampling.logprobs))
-            processors.append(capture)
+            processors.append(capture)  # before the sampler: it records the model's own distribution
+        if not greedy:
+            uniforms = torch.stack([
+                _row_uniforms(torch, _sample_seed(seed, j), steps) for seed in seeds for j in range(n_model)
+            ]).to(self.device)
+            processors.append(_RowSampler(uniforms, float(sampling.temperature), float(sampling.top_p), width))
         criteria = StoppingCriteriaList()
         stop = tuple(s for s in sampling.stop if s)
         stopper = _StopStrings(tok, stop, width) if stop else None
@@ -241,6 +247,58 @@ class TransformersLLM(TokenizerChat):
                 ]
             results.append(row_gens)
         return results
+
+
+def _sample_seed(seed: int | None, j: int) -> int:
+    """Seed of sample ``j`` of a row (``None``: a fresh random one); sample 0 uses the row's seed itself."""
+    if seed is None:
+        return secrets.randbits(63)
+    return seed if j == 0 else xxhash.xxh3_64_intdigest(f"{seed}:{j}".encode()) >> 1
+
+
+def _row_uniforms(torch: Any, seed: int, steps: int) -> Any:
+    """The uniforms of one row's sampled steps, drawn on the CPU from the row's own generator: the same
+    numbers on every device and in every batch."""
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(seed)
+    return torch.rand(steps, generator=gen, dtype=torch.float64)
+
+
+class _RowSampler:
+    """Logits processor that samples each row's next token with the row's own uniform of this step.
+
+    Temperature, then the top-p nucleus (the smallest set of likeliest tokens whose mass reaches ``top_p``,
+    ties in stable order), then inverse CDF: the first token whose cumulative probability exceeds ``u`` times
+    the nucleus mass.  Every operation works along a row, so a row's choice depends only on its own scores
+    and its own uniforms.  Returns one-hot scores (0 for the choice, -inf elsewhere) for ``generate``'s
+    greedy step.
+    """
+
+    def __init__(self, uniforms: Any, temperature: float, top_p: float, prompt_width: int) -> None:
+        self.uniforms = uniforms
+        self.temperature = temperature
+        self.top_p = top_p
+        self.width = prompt_width
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        step = min(input_ids.shape[1] - self.width, self.uniforms.shape[1] - 1)
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+            probs = probs.double()
+            cum = probs.cumsum(-1)
+            kept = ((cum - probs) < self.top_p).sum(-1, keepdim=True)  # a prefix, at least one token
+        else:
+            order, cum = None, probs.double().cumsum(-1)
+            kept = torch.full_like(cum[:, :1], cum.shape[1], dtype=torch.long)
+        mass = cum.gather(-1, kept - 1)
+        target = self.uniforms[:, step : step + 1] * mass
+        pos = torch.searchsorted(cum, target, right=True).clamp_(max=kept - 1)
+        token = order.gather(-1, pos) if order is not None else pos
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, token, 0.0)
 
 
 def _strip_pad(toks: list[int], pad: int, length: int) -> int:

@@ -8,6 +8,17 @@ Why it looks like this:
   a timeout, and 429 / 5xx / timeouts / dropped connections / malformed bodies are retried with
   exponential backoff and jitter (``Retry-After`` honoured).  Other 4xx fail at once: retrying a bad
   request only costs money.
+* Adaptive concurrency (AIMD, as TCP's congestion window, Jacobson 1988; ``adaptive: false`` turns it
+  off): ``concurrency`` is the ceiling, and the backend's window of requests in flight halves on a timeout,
+  a 429 or a 5xx (once per congestion event: a failure of a request sent before the last halving does not
+  halve again) and grows back by one after each window's worth of successes.  A try holds a slot only while
+  it is in flight, never through its backoff.  Against a server slower than the timeout, a fixed
+  concurrency keeps every slot timing out and retrying until the tries run out; the window shrinks until
+  the server answers in time, then grows back (``benchmarks/slow_server.py`` measures both).
+* A request that times out is abandoned by closing its connection (urllib closes the socket on a
+  timeout), the one cancellation HTTP/1.1 has: a server that watches its connections (vLLM aborts a
+  request whose client disconnected; so does ``curate.llm.serve``) stops the work instead of finishing an
+  answer nobody reads.
 * Every successful response is stored on disk under the SHA-256 of the request's content (URL path +
   JSON body, never the key), so a resumed or repeated run never pays for the same request twice.
 * The API key is read from the environment variable the recipe names (``api_key_env``), held privately,
@@ -38,15 +49,78 @@ from curate.llm.base import Conversation, Generation, Sampling
 log = logging.getLogger(__name__)
 
 _KEYS = ("base_url", "model", "api_key_env", "endpoint", "concurrency", "timeout", "max_retries", "backoff",
-         "max_backoff", "cache_dir", "cache", "tokenizer", "chat_template", "name")
+         "max_backoff", "cache_dir", "cache", "tokenizer", "chat_template", "name", "adaptive")
 
 
 class _Retryable(Exception):
-    """A failure worth another try (429, 5xx, timeout, dropped connection, malformed body)."""
+    """A failure worth another try (429, 5xx, timeout, dropped connection, malformed body); ``congestion``:
+    the server says it is overloaded (timeout, 429, 5xx), which shrinks the adaptive window."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, congestion: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.congestion = congestion
+
+
+class AIMDWindow:
+    """How many requests may be in flight to one server: additive increase, multiplicative decrease.
+
+    Thread-safe and independent of any event loop, so it outlives a call: a stage's batches are successive
+    calls, and a server that was overloaded in one batch starts the next at the window it had reached.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = max(1, int(ceiling))
+        self.limit = float(self.ceiling)
+        #: Halvings so far; a try remembers the epoch it was sent in (one halving per congestion event).
+        self.epoch = 0
+        self.lowest = self.ceiling
+        self._successes = 0
+        self._lock = threading.Lock()
+
+    def size(self) -> int:
+        return max(1, int(self.limit))
+
+    def congestion(self, sent_epoch: int) -> None:
+        """A try sent in ``sent_epoch`` met a timeout / 429 / 5xx: halve, unless a halving already followed
+        its sending (the requests in flight together fail together; one event, one halving)."""
+        with self._lock:
+            if sent_epoch != self.epoch:
+                return
+            self.limit = max(1.0, self.limit / 2)
+            self.epoch += 1
+            self._successes = 0
+            self.lowest = min(self.lowest, self.size())
+
+    def success(self) -> None:
+        """One answer: after a window's worth of them (one round trip), the window grows by one."""
+        with self._lock:
+            if self.limit >= self.ceiling:
+                return
+            self._successes += 1
+            if self._successes >= self.size():
+                self.limit = min(float(self.ceiling), float(self.size() + 1))
+                self._successes = 0
+
+
+class _Gate:
+    """Admission of one call's tries under the window: a try waits until fewer than ``window.size()`` of this
+    call's tries are in flight."""
+
+    def __init__(self, window: AIMDWindow) -> None:
+        self.window = window
+        self.in_flight = 0
+        self._cond = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.in_flight < self.window.size())
+            self.in_flight += 1
+
+    async def release(self) -> None:
+        async with self._cond:
+            self.in_flight -= 1
+            self._cond.notify_all()
 
 
 class OpenAIBackend:
@@ -73,6 +147,7 @@ class OpenAIBackend:
         tokenizer: Path | None = None,
         chat_template: str | None = None,
         name: str | None = None,
+        adaptive: bool = True,
     ) -> None:
         if endpoint not in ("chat", "completions"):
             raise ModelError(f"openai backend: endpoint must be 'chat' or 'completions', not {endpoint!r}")
@@ -96,9 +171,15 @@ class OpenAIBackend:
         self._chat_template = chat_template
         self._tokenizer: Any = None
         self.name = name or f"openai:{self.base_url}/{model}"
-        #: Requests sent over the network / answered from the cache (for the manifest and tests).
+        #: ``False``: a fixed ``concurrency`` whose slots are held through retries and backoff (the behaviour
+        #: before the adaptive window; kept for comparison and for servers that never overload).
+        self.adaptive = bool(adaptive)
+        self.window = AIMDWindow(self.concurrency)
+        #: Requests sent over the network / answered from the cache, tries that timed out (for the manifest,
+        #: tests and benchmarks/slow_server.py).
         self.http_requests = 0
         self.cache_hits = 0
+        self.timeouts = 0
         self._count_lock = threading.Lock()
 
     @classmethod
@@ -130,6 +211,7 @@ class OpenAIBackend:
             tokenizer=_rel(tok, base_dir) if tok else None,
             chat_template=spec.get("chat_template"),
             name=spec.get("name"),
+            adaptive=bool(spec.get("adaptive", True)),
         )
 
     def __repr__(self) -> str:
@@ -157,19 +239,22 @@ class OpenAIBackend:
         )
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Generation]]:
-        bodies = [{**self._common(sampling, chat=False), "prompt": p} for p in prompts]
+        seeds = sampling.seeds(len(prompts))
+        bodies = [{**self._common(sampling, seed, chat=False), "prompt": p}
+                  for p, seed in zip(prompts, seeds, strict=True)]
         return self._run("/completions", bodies, sampling, chat=False)
 
     def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[Generation]]:
         if self.endpoint == "completions":
             return self.generate([self.render(c) for c in conversations], sampling)
-        bodies = [
-            {**self._common(sampling, chat=True), "messages": [dict(m) for m in c]} for c in conversations
-        ]
+        seeds = sampling.seeds(len(conversations))
+        bodies = [{**self._common(sampling, seed, chat=True), "messages": [dict(m) for m in c]}
+                  for c, seed in zip(conversations, seeds, strict=True)]
         return self._run("/chat/completions", bodies, sampling, chat=True)
 
     # -- requests -------------------------------------------------------------------------------------
-    def _common(self, sampling: Sampling, chat: bool) -> dict[str, Any]:
+    def _common(self, sampling: Sampling, seed: int | None, chat: bool) -> dict[str, Any]:
+        """The request body without its prompt; ``seed``: this request's own (its row's) seed."""
         body: dict[str, Any] = {
             "model": self.model,
             "temperature": sampling.temperature,
@@ -179,8 +264,8 @@ class OpenAIBackend:
         }
         if sampling.stop:
             body["stop"] = list(sampling.stop)
-        if sampling.seed is not None:
-            body["seed"] = sampling.seed
+        if seed is not None:
+            body["seed"] = seed
         if sampling.logprobs:
             if chat:
                 body["logprobs"] = True
@@ -197,6 +282,7 @@ class OpenAIBackend:
 
     async def _gather(self, path: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         sem = asyncio.Semaphore(self.concurrency)
+        gate = _Gate(self.window) if self.adaptive else None
         loop = asyncio.get_running_loop()
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies)), thread_name_prefix="curate-http") as ex:
 
@@ -207,18 +293,35 @@ class OpenAIBackend:
                     with self._count_lock:
                         self.cache_hits += 1
                     return cached
-                async with sem:
-                    resp = await self._with_retries(loop, ex, path, body)
+                if gate is not None:
+                    resp = await self._with_retries(loop, ex, path, body, gate)
+                else:
+                    async with sem:  # fixed concurrency: the slot is held through every try and backoff
+                        resp = await self._with_retries(loop, ex, path, body, None)
                 self._cache_put(key, resp)
                 return resp
 
             return list(await asyncio.gather(*(one(b) for b in bodies)))
 
-    async def _with_retries(self, loop: Any, ex: ThreadPoolExecutor, path: str, body: dict[str, Any]) -> dict:
+    async def _with_retries(self, loop: Any, ex: ThreadPoolExecutor, path: str, body: dict[str, Any],
+                            gate: _Gate | None) -> dict:
         last = ""
         for attempt in range(self.max_retries + 1):
             try:
-                return await loop.run_in_executor(ex, self._post, path, body)
+                if gate is None:
+                    return await loop.run_in_executor(ex, self._post, path, body)
+                await gate.acquire()
+                sent_in = self.window.epoch
+                try:
+                    resp = await loop.run_in_executor(ex, self._post, path, body)
+                except _Retryable as e:
+                    if e.congestion:
+                        self.window.congestion(sent_in)
+                    raise
+                finally:
+                    await gate.release()  # before the backoff: a waiting try holds no slot
+                self.window.success()
+                return resp
             except _Retryable as e:
                 last = str(e)
                 if attempt == self.max_retries:
@@ -246,14 +349,15 @@ class OpenAIBackend:
         except urllib.error.HTTPError as e:
             detail = _error_detail(e)
             if e.code == 429 or e.code >= 500:
-                raise _Retryable(f"HTTP {e.code}: {detail}", _retry_after(e)) from None
+                raise _Retryable(f"HTTP {e.code}: {detail}", _retry_after(e), congestion=True) from None
             raise ModelError(self._scrub(f"{self.name}: {path} answered HTTP {e.code}: {detail}")) from None
-        except TimeoutError as e:
-            raise _Retryable(f"timed out after {self.timeout:g}s") from e
         except (urllib.error.URLError, ConnectionError, OSError) as e:
+            # urllib closed the connection before raising: the abandoned request's server may stop its work.
             reason = getattr(e, "reason", e)
-            if isinstance(reason, (TimeoutError, socket.timeout)):
-                raise _Retryable(f"timed out after {self.timeout:g}s") from None
+            if isinstance(e, TimeoutError) or isinstance(reason, (TimeoutError, socket.timeout)):
+                with self._count_lock:
+                    self.timeouts += 1
+                raise _Retryable(f"timed out after {self.timeout:g}s", congestion=True) from None
             raise _Retryable(f"connection failed: {reason}") from None
         try:
             parsed = json.loads(raw)

@@ -10,12 +10,24 @@ makes the next requests fail that way, one fault per request, in order (also ``"
 answer, and ``"echo"``: a 400 whose message repeats the request's Authorization header).  ``server.requests`` counts the
 requests that reached a POST endpoint (faulty ones included), so a test can assert "zero HTTP calls".
 
+Overload, for the adaptive-concurrency tests and ``benchmarks/slow_server.py``: ``server.service_seconds``
+(settable while serving) is the time each request works while it holds the model, so requests queue and
+the latency grows with the number in flight, as on a saturated real server.  A request whose client hung
+up (the client's timeout closes the connection) is abandoned as soon as the server sees it, before or
+during its work, like vLLM's abort on disconnect (``abort_on_disconnect=False`` finishes every request,
+like a server that never looks).  Counts: ``abandoned``, ``answered`` (model answers sent), and
+``answering_at_arrival``: for each request that will be answered (no fault, or ``"slow"``), how many such
+requests were in flight when it arrived, which is the client's concurrency as the server sees it.
+
+
 Run: ``python -m curate.llm.serve --path default --port 8000`` (spec keys as for ``load_llm``).
 """
 
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 import uuid
@@ -32,20 +44,28 @@ class OpenAICompatServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, llm: LLM, host: str = "127.0.0.1", port: int = 0, *, model_name: str = "curate-local",
-                 api_key: str | None = None, hang_seconds: float = 5.0, slow_seconds: float = 0.2) -> None:
+                 api_key: str | None = None, hang_seconds: float = 5.0, slow_seconds: float = 0.2,
+                 service_seconds: float = 0.0, abort_on_disconnect: bool = True) -> None:
         super().__init__((host, port), _Handler)
         self.llm = llm
         self.model_name = model_name
         self.api_key = api_key
         self.hang_seconds = hang_seconds
         self.slow_seconds = slow_seconds
+        self.service_seconds = service_seconds
+        self.abort_on_disconnect = abort_on_disconnect
         self.faults: deque[str] = deque()
         self.requests = 0
         #: Requests being handled now, and the most at once (tests check the client's concurrency bound).
         self.in_flight = 0
         self.max_in_flight = 0
+        self.answering = 0
+        self.answering_at_arrival: list[int] = []
+        self.abandoned = 0
+        self.answered = 0
         self.auth_headers: list[str | None] = []
         self._lock = threading.Lock()
+        self._model_lock = threading.Lock()  # one request at a time reaches the model
         self._thread: threading.Thread | None = None
 
     @property
@@ -76,9 +96,17 @@ class OpenAICompatServer(ThreadingHTTPServer):
             self.requests += 1
             return self.faults.popleft() if self.faults else None
 
-    def run_model(self, fn: Any, *args: Any) -> Any:
-        with self._lock:
+    def run_model(self, handler: _Handler, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` after ``service_seconds`` of work, holding the model; raises ``_Abandoned`` when the
+        client of ``handler`` hung up before the answer was ready (the work stops there)."""
+        with self._model_lock:
+            if not handler.work(self.service_seconds):
+                raise _Abandoned
             return fn(*args)
+
+
+class _Abandoned(Exception):
+    """The client hung up before its answer was ready."""
 
 
 def _sampling(body: dict[str, Any], logprobs: int | None) -> Sampling:
@@ -134,6 +162,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._counted = False
             with self.server._lock:
                 self.server.in_flight -= 1
+                if self._answering:
+                    self.server.answering -= 1
+                    self._answering = False
 
     def do_POST(self) -> None:
         srv = self.server
@@ -141,21 +172,59 @@ class _Handler(BaseHTTPRequestHandler):
             srv.in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
         self._counted = True
+        self._answering = False
         try:
             self._post()
+        except _Abandoned:
+            with srv._lock:
+                srv.abandoned += 1
+            self.close_connection = True
         finally:
             self._leave_in_flight()
+
+    def client_gone(self) -> bool:
+        """Whether the client closed its connection (readable with nothing to read is end of stream)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def work(self, seconds: float) -> bool:
+        """Spend ``seconds`` on this request; ``False`` as soon as its client hangs up (with
+        ``abort_on_disconnect``), so an abandoned request costs the server no more work."""
+        end = time.monotonic() + seconds
+        if not self.server.abort_on_disconnect:
+            time.sleep(max(0.0, seconds))
+            return True
+        if self.client_gone():
+            return False
+        while (left := end - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], left)
+            if readable:
+                if self.client_gone():
+                    return False
+                time.sleep(max(0.0, end - time.monotonic()))  # bytes of a next request: nothing to watch
+                break
+        return True
 
     def _post(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         self.server.auth_headers.append(self.headers.get("Authorization"))
         fault = self.server.next_fault()
+        if fault in (None, "slow"):
+            with self.server._lock:
+                self.server.answering += 1
+                self.server.answering_at_arrival.append(self.server.answering)
+            self._answering = True
         if fault == "timeout":
-            time.sleep(self.server.hang_seconds)
+            if not self.work(self.server.hang_seconds):
+                raise _Abandoned
             return self._json(200, {"error": "too late"})
         if fault == "slow":  # answers normally, late (overlapping requests for concurrency tests)
-            time.sleep(self.server.slow_seconds)
+            if not self.work(self.server.slow_seconds):
+                raise _Abandoned
             fault = None
         if fault == "drop":
             self.close_connection = True
@@ -175,17 +244,22 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.rstrip("/")
         try:
             if path.endswith("/chat/completions"):
-                return self._json(200, self._chat(body))
+                return self._answer(self._chat(body))
             if path.endswith("/completions"):
-                return self._json(200, self._completions(body))
+                return self._answer(self._completions(body))
         except (KeyError, TypeError, ValueError) as e:
             return self._json(400, {"error": {"message": f"bad request: {e}"}})
         return self._json(404, {"error": {"message": f"no route {self.path}"}})
 
+    def _answer(self, payload: dict[str, Any]) -> None:
+        with self.server._lock:
+            self.server.answered += 1
+        self._json(200, payload)
+
     def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
         k = int(body.get("top_logprobs") or 1) if body.get("logprobs") else None
         sampling = _sampling(body, k)
-        gens = self.server.run_model(self.server.llm.chat, [body["messages"]], sampling)[0]
+        gens = self.server.run_model(self, self.server.llm.chat, [body["messages"]], sampling)[0]
         choices = []
         for i, g in enumerate(gens):
             choice: dict[str, Any] = {
@@ -214,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
             prompts = [prompts]
         k = body.get("logprobs")
         sampling = _sampling(body, int(k) if k else None)
-        results = self.server.run_model(self.server.llm.generate, list(prompts), sampling)
+        results = self.server.run_model(self, self.server.llm.generate, list(prompts), sampling)
         choices = []
         all_gens: list[Generation] = []
         for gens in results:

@@ -124,16 +124,21 @@ class VLLMBackend(TokenizerChat):
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Generation]]:
         if not prompts:
             return []
-        params = self._vllm.SamplingParams(
-            n=max(1, sampling.n),
-            temperature=max(0.0, float(sampling.temperature)),
-            top_p=float(sampling.top_p),
-            max_tokens=max(1, sampling.max_tokens),
-            stop=list(sampling.stop) or None,
-            stop_token_ids=self._stop_ids or None,
-            seed=sampling.seed,
-            logprobs=sampling.logprobs,
-        )
+        # One SamplingParams per prompt, each with the prompt's own seed: vLLM then samples every request from
+        # its own generator, so a row's tokens do not depend on the other requests scheduled beside it.
+        params = [
+            self._vllm.SamplingParams(
+                n=max(1, sampling.n),
+                temperature=max(0.0, float(sampling.temperature)),
+                top_p=float(sampling.top_p),
+                max_tokens=max(1, sampling.max_tokens),
+                stop=list(sampling.stop) or None,
+                stop_token_ids=self._stop_ids or None,
+                seed=seed,
+                logprobs=sampling.logprobs,
+            )
+            for seed in sampling.seeds(len(prompts))
+        ]
         ids = [self.encode(p) for p in prompts]
         outputs = self.engine.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
         results: list[list[Generation]] = []

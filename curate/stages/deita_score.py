@@ -13,7 +13,7 @@ from curate.errors import InputDataError
 from curate.llm.base import Sampling
 from curate.pipeline import Context, Stage
 from curate.synth import scoring
-from curate.synth.rows import batch_seed, model_key
+from curate.synth.rows import model_key, row_seeds
 
 Turn = tuple[str, str]  # (instruction, response)
 
@@ -92,17 +92,18 @@ class DeitaScore(Stage):
             return False
         return True
 
-    def sampling(self, ids: Sequence[str]) -> Sampling:
-        """The sampling of every scoring call (public so the benchmark times the same call)."""
-        return Sampling(temperature=0.0, max_tokens=2, seed=batch_seed(self.seed, list(ids)),
+    def sampling(self, keys: Sequence[str]) -> Sampling:
+        """The sampling of scoring calls, one per key (public so the benchmark times the same call); each
+        call's seed comes from its own key (row id and call number), never from its batch."""
+        return Sampling(temperature=0.0, max_tokens=2, seed=row_seeds(self.seed, list(keys)),
                         logprobs=self.top_logprobs)
 
-    def score_prompts(self, llm: Any, conversations: list[list[dict[str, str]]], ids: Sequence[str],
+    def score_prompts(self, llm: Any, conversations: list[list[dict[str, str]]], keys: Sequence[str],
                       prefill: bool) -> list[tuple[float | None, str | None]]:
-        """``(expected score, reason)`` for each scoring conversation."""
+        """``(expected score, reason)`` for each scoring conversation; ``keys``: one per conversation."""
         if not conversations:
             return []
-        sampling = self.sampling(ids)
+        sampling = self.sampling(keys)
         if prefill:
             prompts = [llm.render(c, add_generation_prompt=True) + scoring.PREFILL for c in conversations]
             outputs = llm.generate(prompts, sampling)
@@ -133,11 +134,13 @@ class DeitaScore(Stage):
         else:
             turns = [_preference_turn(row["prompt"], row["chosen"]) for row in rows]
         calls: list[list[dict[str, str]]] = []
-        for row_turns in turns:
-            for instruction, response in row_turns:
+        keys: list[str] = []
+        for row_id, row_turns in zip(batch["id"].to_list(), turns, strict=True):
+            for t, (instruction, response) in enumerate(row_turns):
                 calls.append(scoring.complexity_prompt(instruction))
                 calls.append(scoring.quality_prompt(instruction, response))
-        results = iter(self.score_prompts(llm, calls, batch["id"].to_list(), prefill))
+                keys += [f"{row_id}\x1f{t}\x1fc", f"{row_id}\x1f{t}\x1fq"]
+        results = iter(self.score_prompts(llm, calls, keys, prefill))
         cols: dict[str, list[Any]] = {k: [] for k in ("ct", "qt", "c", "q", "s", "note")}
         for row_turns in turns:
             cs: list[float | None] = []

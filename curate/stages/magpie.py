@@ -14,7 +14,7 @@ from curate.errors import InputDataError
 from curate.llm.base import Sampling
 from curate.pipeline import Context, Stage
 from curate.schema import MESSAGES, RESPONSES, conform, with_ids
-from curate.synth.rows import batch_seed, model_key
+from curate.synth.rows import model_key, row_seeds
 from curate.synth.templates import derive_template, normalise_for_dedup, sanitise_instruction
 
 Message = dict[str, str]
@@ -53,7 +53,9 @@ class Magpie(Stage):
     system prompts (``system_from_input``: input row ``i % rows``); without ``count`` one sample per input
     row.  Each sample has a stable id (``seed``, sample number, system prompt), so every batch of samples is
     a cached shard of :meth:`Context.map_batches`: a killed run resumes without regenerating finished
-    batches, and raising ``count`` reuses every full batch already made.
+    batches, and raising ``count`` reuses every full batch already made.  Every model call of a sample is
+    seeded from that id (and the turn), never from its batch: a sample's text is the same for any
+    ``batch_size`` or executor, and a larger ``count`` leaves the earlier samples as they were.
 
     Output columns: the table's own, ``source`` = ``magpie``, ``magpie_sample`` (sample number),
     ``magpie_seed_id`` (input row the sample came from, when it came from one), ``magpie_turns``.
@@ -63,6 +65,8 @@ class Magpie(Stage):
     kind: ClassVar = "batch"
     paper: ClassVar[str] = "Xu et al. 2024, Magpie: Alignment Data Synthesis from Scratch"
     model_params: ClassVar[tuple[str, ...]] = ("model",)
+    #: 2: per-sample seeds (version 1 seeded each batch: a sample's text depended on its batch).
+    version: ClassVar[int] = 2
 
     model: str = "gen"
     count: int | None = Field(None, ge=1)
@@ -96,7 +100,7 @@ class Magpie(Stage):
     def output_table(self) -> Literal["conversation", "candidates"]:
         return "candidates" if self.n > 1 else "conversation"
 
-    def _response_sampling(self, n: int, seed: int) -> Sampling:
+    def _response_sampling(self, n: int, seed: tuple[int, ...]) -> Sampling:
         temperature = self.response_temperature
         if temperature is None:
             temperature = 0.7 if self.n > 1 else 0.0
@@ -133,7 +137,12 @@ class Magpie(Stage):
     # -- one batch -----------------------------------------------------------------------------------------
     def _run_batch(self, llm: Any, batch: pl.DataFrame, model_name: str) -> pl.DataFrame:
         size = batch.height
-        base_seed = batch_seed(self.seed, batch["id"].to_list())
+        ids = batch["id"].to_list()
+
+        def seeds(rows: list[int], call: str) -> tuple[int, ...]:
+            """Per-sample seeds of one call (``call`` names it: a turn's instruction or response)."""
+            return row_seeds(self.seed, [ids[i] for i in rows], call)
+
         convs: list[list[Message]] = [[{"role": "system", "content": s}] if s else [] for s in batch["_system"]]
         rejects: list[str | None] = [None] * size
         ended = [False] * size
@@ -150,7 +159,8 @@ class Magpie(Stage):
             templates = [derive_template(render, convs[i]) for i in active]
             stops = tuple(dict.fromkeys(s for t in templates for s in t.stops))
             sampling = Sampling(temperature=self.instruction_temperature, top_p=self.instruction_top_p,
-                                max_tokens=self.instruction_max_tokens, stop=stops, seed=base_seed + 2 * turn)
+                                max_tokens=self.instruction_max_tokens, stop=stops,
+                                seed=seeds(active, f"instruction {turn}"))
             outputs = llm.generate([t.pre_query for t in templates], sampling)
             asked: list[int] = []
             for i, template, gens in zip(active, templates, outputs, strict=True):
@@ -170,8 +180,8 @@ class Magpie(Stage):
                 break
             last = turn == self.turns - 1
             want = self.n if last else 1
-            replies = llm.chat([convs[i] for i in asked], self._response_sampling(want, base_seed + 2 * turn + 1)) \
-                if asked else []
+            replies = llm.chat([convs[i] for i in asked],
+                               self._response_sampling(want, seeds(asked, f"response {turn}"))) if asked else []
             for i, gens in zip(asked, replies, strict=True):
                 texts = [g.text.strip() for g in gens if g.text.strip()]
                 if not texts:
@@ -191,7 +201,7 @@ class Magpie(Stage):
             if redo:
                 for i in redo:
                     convs[i].pop()  # its single assistant reply
-                replies = llm.chat([convs[i] for i in redo], self._response_sampling(self.n, base_seed + 99))
+                replies = llm.chat([convs[i] for i in redo], self._response_sampling(self.n, seeds(redo, "redo")))
                 for i, gens in zip(redo, replies, strict=True):
                     final[i] = [{"content": g.text.strip(), "model": model_name, "score": None}
                                 for g in gens if g.text.strip()]

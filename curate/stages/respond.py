@@ -12,7 +12,7 @@ from pydantic.dataclasses import dataclass
 from curate.llm.base import Sampling
 from curate.pipeline import Context, Stage
 from curate.schema import MESSAGES, RESPONSES, conform
-from curate.synth.rows import batch_seed, model_key, prompt_until_last_user
+from curate.synth.rows import model_key, prompt_until_last_user, row_seeds
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -24,7 +24,8 @@ class Respond(Stage):
     Prompts: a conversation row's messages up to its last user turn (a row ending with an assistant turn is
     answered anew, which re-generates SFT answers); a candidates or preference row's ``prompt``.  A row with
     no user turn goes to quarantine.  Responses come from ``LLM.chat`` (the model's own chat template) with
-    this stage's sampling settings; the seed of each batch is derived from ``seed`` and the batch's ids.
+    this stage's sampling settings; each row's seed is derived from ``seed`` and the row's id alone, so its
+    responses are the same in any batch, on any executor, and in a refresh as in a fresh run.
     Empty responses are left out; a row left with none goes to quarantine.
 
     Output: a **candidates** table (``prompt``, ``responses`` as ``{content, model, score=null}``, ``source``,
@@ -39,6 +40,8 @@ class Respond(Stage):
     kind: ClassVar = "batch"
     paper: ClassVar[str] = "Cui et al. 2023, UltraFeedback; Tunstall et al. 2023, Zephyr"
     model_params: ClassVar[tuple[str, ...]] = ("model",)
+    #: 2: per-row seeds (version 1 seeded each batch: a row's responses depended on its batch).
+    version: ClassVar[int] = 2
 
     model: str = "gen"
     n: int = Field(2, ge=1, le=64)
@@ -86,7 +89,8 @@ class Respond(Stage):
                 source = row["messages"] if table == "conversation" else row["prompt"]
                 prompts.append(prompt_until_last_user(source))
             todo = [i for i, p in enumerate(prompts) if p is not None]
-            seeded = dataclasses.replace(sampling, seed=batch_seed(self.seed, batch["id"].to_list()))
+            ids = batch["id"].to_list()
+            seeded = dataclasses.replace(sampling, seed=row_seeds(self.seed, [ids[i] for i in todo]))
             outputs = llm.chat([prompts[i] for i in todo], seeded) if todo else []
             generated: dict[int, list[dict[str, Any]]] = {}
             stats = {"truncated": 0, "tokens": 0, "responses": 0}

@@ -18,7 +18,7 @@ from curate.llm.base import Sampling
 from curate.pipeline import Context, Stage
 from curate.schema import CONTENT_COLUMNS, MESSAGES, RESPONSES, conform, hash_expr, with_ids
 from curate.synth import judging
-from curate.synth.rows import batch_seed, model_key
+from curate.synth.rows import model_key, row_seed, row_seeds
 from curate.text import segment as seg
 from curate.text import verify
 
@@ -198,6 +198,8 @@ class Translate(Stage):
         work = {"target": self.target_lang, "source": self.source_lang, "name": self._target, "t": self.temperature,
                 "max_tokens": self.max_tokens, "tpc": self.tokens_per_char, "seed": self.seed,
                 "prompt": SYSTEM_PROMPT + USER_PROMPT, "seg": seg.VERSION, "v": self.version}
+        if self.temperature > 0:  # sampled translations seeded per batch (before per-unit seeds) are not reused
+            work["seeds"] = "per-unit"
         return model_key(json.dumps(work, sort_keys=True), ctx.models.fingerprint(self.model), ("translate", table))
 
     # -- model work (cached per row) ----------------------------------------------------------------------------
@@ -215,14 +217,16 @@ class Translate(Stage):
         units = list(todo)
         done: dict[str, tuple[str, bool]] = {}
         system = SYSTEM_PROMPT.format(source=verify.language_name(self.source_lang), target=self._target)
-        seed = batch_seed(self.seed, batch["id"].to_list())
+        # A unit's seed comes from its own text: a unit shared by rows is translated once per batch, so no row
+        # id can key it, and its translation must not depend on the batch (refresh = fresh run).
         units.sort(key=len)  # calls of similar length: a short unit never waits for a long one's token budget
         for start in range(0, len(units), 8):
             chunk = units[start:start + 8]
             budget = min(self.max_tokens, 16 + math.ceil(self.tokens_per_char * len(chunk[-1])))
             outputs = llm.chat([[{"role": "system", "content": system},
                                  {"role": "user", "content": USER_PROMPT.format(target=self._target, text=u)}]
-                                for u in chunk], Sampling(temperature=self.temperature, max_tokens=budget, seed=seed))
+                                for u in chunk], Sampling(temperature=self.temperature, max_tokens=budget,
+                                                          seed=tuple(row_seed(self.seed, u) for u in chunk)))
             for unit, gens in zip(chunk, outputs, strict=True):
                 gen = gens[0] if gens else None
                 done[unit] = (gen.text.strip() if gen is not None else "",
@@ -328,7 +332,8 @@ class Translate(Stage):
                 where.append((r, criterion))
         scores: dict[tuple[int, str], float | None] = {}
         if calls:
-            seed = batch_seed(self.seed, batch["id"].to_list())
+            ids = batch["id"].to_list()
+            seed = row_seeds(self.seed, [f"{ids[r]}\x1f{criterion}" for r, criterion in where])
             if prefill:
                 prompts = [llm.render(c, add_generation_prompt=True) + judging.RATING_PREFIX for c in calls]
                 gens = llm.generate(prompts, Sampling(temperature=0.0, max_tokens=3, seed=seed, logprobs=20))

@@ -1,4 +1,4 @@
-"""Row helpers shared by the model stages: prompts of each table, batch seeds, cache keys."""
+"""Row helpers shared by the model stages: prompts of each table, per-row seeds, cache keys."""
 
 from __future__ import annotations
 
@@ -22,9 +22,21 @@ def prompt_until_last_user(messages: Sequence[Message] | None) -> list[Message] 
     return None
 
 
-def batch_seed(seed: int, ids: Sequence[str]) -> int:
-    """A sampling seed for one batch, fixed by the batch's ids: a re-run regenerates the same text."""
-    return xxhash.xxh3_64_intdigest("\n".join(ids).encode(), seed=seed) % (2**31 - 1)
+def row_seed(seed: int, key: str, *salt: object) -> int:
+    """The sampling seed of one model call of one row: a hash of the stage's ``seed``, the row's ``key`` (its
+    id) and ``salt`` (which call of the row: a turn, a response slot, a criterion).
+
+    Never derived from the batch: a row's sample must not depend on which rows share its batch, or a
+    refresh (new rows batched among themselves), another ``batch_size`` or the Ray executor would give it
+    another answer than a fresh run.  Below 2**31 - 1: the OpenAI API and vLLM take it as a signed int.
+    """
+    text = "\x1f".join([key, *(str(s) for s in salt)])
+    return xxhash.xxh3_64_intdigest(text.encode(), seed=seed) % (2**31 - 1)
+
+
+def row_seeds(seed: int, keys: Sequence[str], *salt: object) -> tuple[int, ...]:
+    """:func:`row_seed` of each key: the per-prompt ``Sampling.seed`` of one call."""
+    return tuple(row_seed(seed, key, *salt) for key in keys)
 
 
 def model_key(stage_fingerprint: str, model_fingerprint: str, extra: Any = None) -> str:
