@@ -170,21 +170,19 @@ def validate(
     overrides: list[str] = typer.Option([], "--set", help="Override a recipe value: key=value."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Check a recipe (stages, parameter types, input paths) without running it."""
-    from curate.errors import InputDataError, ModelError
+    """Check a recipe without running it: stages and parameter types, input paths and the table each input
+    gives, every stage's table contract (the columns its parameters name exist where it runs), model paths."""
+    from curate.contract import raise_problems, recipe_input, recipe_problems
+    from curate.errors import ModelError
     from curate.recipe import load_recipe
 
     def action() -> None:
-        from curate.io import load
-
         loaded = load_recipe(recipe, overrides)
-        for spec in loaded.input:
-            path = loaded.resolve(spec.path)
-            if not path.exists():
-                raise InputDataError(f"{recipe}: input {spec.path!r} not found (looked at {path})")
-            data = load(path, spec.adapter, options=spec.options, source=spec.source)
-            data.frame.collect_schema()
-            out.print(f"  input {spec.path}: adapter {data.adapter} -> {data.table} table", highlight=False)
+        table, columns, lines = recipe_input(loaded, str(recipe))
+        for line in lines:
+            out.print(f"  {line}", highlight=False)
+        contract, final = recipe_problems(loaded, table, columns)
+        raise_problems(contract, f"{recipe}: ")
         problems = _model_path_problems(loaded)
         if problems:
             raise ModelError(f"{recipe}: " + "; ".join(problems))
@@ -228,8 +226,12 @@ def stages(name: str | None = typer.Argument(None, help="A stage to describe in 
     from curate.stages import STAGES
 
     def describe(stage_name: str) -> None:
-        cls = STAGES[stage_name]
+        # Read from the class, never built: a stage with required parameters (audit's references) describes too.
+        cls = stage_class(stage_name)
         out.print(f"[bold]{stage_name}[/]  ({cls.kind} stage)  paper: {cls.paper or '-'}", highlight=False)
+        takes = ", ".join(t for t in ("conversation", "candidates", "preference") if t in cls.accepts)
+        out.print(f"  tables: {takes}" + ("  (a source: makes its own rows)" if cls.is_source else ""),
+                  highlight=False)
         out.print(textwrap.indent(pyinspect.cleandoc(cls.__doc__ or ""), "  "), highlight=False)
         table = Table("parameter", "type", "default", box=None, pad_edge=False)
         for field_name, info in cls.__pydantic_fields__.items():  # type: ignore[attr-defined]

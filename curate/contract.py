@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
@@ -46,16 +46,19 @@ class Needs:
     Satisfied when every column of one of ``options`` exists (``(("help_chosen", "help_rejected"),
     ("reward_help_chosen", "reward_help_rejected"))``: either naming works).  ``param`` says which parameter
     asks, as the user wrote it (``keep: highest:score``).  ``kind`` checks the type where it is known:
-    ``number`` (ints, floats, booleans) or ``number list`` (a list of numbers, one per response).
+    ``number`` (ints, floats, booleans) or ``number list`` (a list of numbers, one per response).  ``what``
+    names the column in messages (``score column``).
     """
 
     param: str
     options: tuple[tuple[str, ...], ...]
     kind: Literal["any", "number", "number list"] = "any"
+    what: str = "column"
 
     @classmethod
-    def column(cls, param: str, name: str, kind: Literal["any", "number", "number list"] = "any") -> Needs:
-        return cls(param, ((name,),), kind)
+    def column(cls, param: str, name: str, kind: Literal["any", "number", "number list"] = "any",
+               what: str = "column") -> Needs:
+        return cls(param, ((name,),), kind, what)
 
 
 class ContractError(RecipeError, InputDataError):
@@ -89,7 +92,7 @@ def _shown(columns: Columns) -> str:
 def missing_message(need: Needs, table: str, columns: Columns) -> str:
     """``keep: highest:x: no column 'x' in the preference table at this point (columns: ...)``."""
     wanted = " or ".join(" + ".join(f"'{c}'" for c in option) for option in need.options)
-    return f"{need.param}: no column {wanted} in the {table} table at this point (columns: {_shown(columns)})"
+    return f"{need.param}: no {need.what} {wanted} in the {table} table at this point (columns: {_shown(columns)})"
 
 
 def stage_problems(stage: Stage, table: str, columns: Columns) -> list[str]:
@@ -180,63 +183,113 @@ def _rebuild(column: str, dtype: pl.DataType, target: pl.Struct) -> pl.Expr | No
     return pl.col(column).list.eval(pl.struct(fields)).alias(column)
 
 
-def canonical(lf: pl.LazyFrame | pl.DataFrame, ctx: Context, *, label: str = "read") -> pl.LazyFrame:
+def canonical(
+    lf: pl.LazyFrame | pl.DataFrame, ctx: Context, *, label: str = "read", check_ids: bool = False
+) -> pl.LazyFrame:
     """``lf`` in the canonical shape every stage expects, as ``curate run``'s read stage gives it.
 
-    - A frame with a String ``id`` column (every stage's output, ``curate.read``) is returned as it is: its ids
-      are trusted (an eager frame's null ids are filled with content ids, which costs nothing to check).
-    - Otherwise the content columns are cast to the canonical types (message structs matched by field name),
-      ``source`` is added (null) when missing, and ``id`` is the content hash (:func:`curate.schema.with_ids`,
-      the read stage's id).  Rows with the content of an earlier row share its id: the first is kept and the
-      others go to quarantine (``identical content to row N (same id)``), as ``curate run`` sets them aside,
-      so dedup stages decide the same rows through the API as through a run.
-    - A frame that fits no table raises ``InputDataError`` with the columns each table needs.
+    - Without ``id``, the content columns are cast to the canonical types (message structs matched by field
+      name), ``source`` is added (null) when missing, and ``id`` is the content hash
+      (:func:`curate.schema.with_ids`, the read stage's id).
+    - Rows with the id of an earlier row are set aside to quarantine under ``label`` (``identical content to
+      row N (same id)``), as ``curate run``'s read stage sets identical rows aside: a dedup stage can only tell
+      rows apart by id, so this is what makes it decide the same rows through the API as through a run.
+      Checked where it costs nothing more than what the frame holds: when ids were just computed, for an eager
+      frame, and with ``check_ids`` (``Pipeline.run``, once).  A LazyFrame that carries a String ``id`` and
+      ``source`` (every stage's output, ``curate.read``) is otherwise taken as it is.
+    - An eager frame's null ids are filled with content ids; a frame that fits no table raises
+      ``InputDataError`` with the columns each table needs.
     """
     eager = isinstance(lf, pl.DataFrame)
-    schema = lf.collect_schema() if not eager else lf.schema
-    frame = lf.lazy() if eager else lf
+    schema = lf.schema if isinstance(lf, pl.DataFrame) else lf.collect_schema()
+    frame = lf.lazy() if isinstance(lf, pl.DataFrame) else lf
     has_id = "id" in schema and schema["id"] == pl.String
-    if has_id and "source" in schema:
-        if isinstance(lf, pl.DataFrame) and lf.get_column("id").null_count():
-            content_id = hash_expr(content_key(detect_table(schema)))
-            frame = frame.with_columns(pl.coalesce(pl.col("id"), content_id).alias("id"))
-        return frame
-    try:
-        table = detect_table(schema)
-    except InputDataError as exc:
-        raise InputDataError(f"{exc}; build the frame with those columns, or read a file with curate.read") from None
-    casts = []
-    for column in CONTENT_COLUMNS[table]:
-        target = TABLES[table][column]
-        if schema[column] == target:
-            continue
-        rebuilt = _rebuild(column, schema[column], RESPONSE if column == "responses" else MESSAGE)
-        casts.append(rebuilt if rebuilt is not None else pl.col(column).cast(target))
-    if casts:
-        frame = frame.with_columns(casts)
-    if "source" not in schema:
-        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("source"))
-    if has_id:
-        return frame
-    if "id" in schema:
-        raise InputDataError(f"column 'id' is {schema['id']}, not a string: drop it (curate computes content ids) "
-                             "or cast it to a string")
-    frame = with_ids(frame, table).select("id", pl.exclude("id"))
-    ids = frame.select("id").with_row_index("_pos").collect()
-    repeats = ids.filter(~pl.col("id").is_first_distinct())
-    if repeats.height:
-        firsts = ids.filter(pl.col("id").is_first_distinct()).select("id", pl.col("_pos").alias("_first"))
-        doubled = repeats.join(firsts, on="id").select("_pos", "_first")
-        numbered = frame.with_row_index("_pos")
-        previous = ctx.stage_label
-        ctx.stage_label = label
+    computed = False
+    if not (has_id and "source" in schema):
         try:
-            ctx.quarantine(
-                numbered.join(doubled.lazy(), on="_pos", how="inner", maintain_order="left"),
-                pl.format("identical content to row {} (same id)", pl.col("_first") + 1),
-            )
-            ctx.count("identical_rows", repeats.height)
-        finally:
-            ctx.stage_label = previous
-        frame = numbered.join(repeats.lazy().select("_pos"), on="_pos", how="anti", maintain_order="left").drop("_pos")
+            table = detect_table(schema)
+        except InputDataError as exc:
+            raise InputDataError(f"{exc}; build the frame with those columns, or read a file with curate.read") \
+                from None
+        casts = []
+        for column in CONTENT_COLUMNS[table]:
+            if schema[column] != TABLES[table][column]:
+                rebuilt = _rebuild(column, schema[column], RESPONSE if column == "responses" else MESSAGE)
+                casts.append(rebuilt if rebuilt is not None else pl.col(column).cast(TABLES[table][column]))
+        if casts:
+            frame = frame.with_columns(casts)
+        if "source" not in schema:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("source"))
+        if not has_id:
+            if "id" in schema:
+                raise InputDataError(f"column 'id' is {schema['id']}, not a string: drop it (curate computes "
+                                     "content ids) or cast it to a string")
+            frame = with_ids(frame, table).select("id", pl.exclude("id"))
+            computed = True
+    if isinstance(lf, pl.DataFrame) and has_id and lf.get_column("id").null_count():
+        content_id = hash_expr(content_key(detect_table(schema)))
+        frame = frame.with_columns(pl.coalesce(pl.col("id"), content_id).alias("id"))
+        computed = True
+    if computed or eager or check_ids:
+        frame = _set_aside_repeats(frame, ctx, label)
     return frame
+
+
+def _set_aside_repeats(frame: pl.LazyFrame, ctx: Context, label: str) -> pl.LazyFrame:
+    """``frame`` without the rows whose id an earlier row has; those go to quarantine under ``label``."""
+    ids = frame.select("id").with_row_index("_pos").collect()
+    first = pl.col("id").is_first_distinct()
+    repeats = ids.filter(~first)
+    if not repeats.height:
+        return frame
+    doubled = repeats.join(ids.filter(first).select("id", pl.col("_pos").alias("_first")), on="id")
+    numbered = frame.with_row_index("_pos")
+    previous = ctx.stage_label
+    ctx.stage_label = label
+    try:
+        ctx.quarantine(
+            numbered.join(doubled.lazy().select("_pos", "_first"), on="_pos", how="inner", maintain_order="left"),
+            pl.format("identical content to row {} (same id)", pl.col("_first") + 1),
+        )
+        ctx.count("identical_rows", repeats.height)
+    finally:
+        ctx.stage_label = previous
+    return numbered.join(repeats.lazy().select("_pos"), on="_pos", how="anti", maintain_order="left").drop("_pos")
+
+
+# -- recipes -------------------------------------------------------------------------------------------------
+def recipe_input(recipe: Any, origin: str = "") -> tuple[str, dict[str, pl.DataType | None], list[str]]:
+    """The table and columns a recipe's read stage gives, from each input's adapted schema (the reader reads
+    what it needs to find the columns and types, the adapter only plans), and one line per input naming its
+    adapter and table.  Inputs that give different tables are an ``InputDataError`` naming each (the run would
+    stop at its read stage with exit code 3); the columns are the union over the inputs, as the read stage
+    concatenates them."""
+    from curate.io import load
+
+    prefix = f"{origin}: " if origin else ""
+    found: list[tuple[str, str, str]] = []
+    columns: dict[str, pl.DataType | None] = {}
+    for spec in recipe.input:
+        path = recipe.resolve(spec.path)
+        if not path.exists():
+            raise InputDataError(f"{prefix}input {spec.path!r} not found (looked at {path})")
+        data = load(path, spec.adapter, options=spec.options, source=spec.source)
+        for column, dtype in schema_columns(data.frame.collect_schema()).items():
+            columns.setdefault(column, dtype)
+        found.append((spec.path, data.adapter, data.table))
+    if len({table for _, _, table in found}) > 1:
+        each = "; ".join(f"{path} ({adapter} adapter) gives a {table} table" for path, adapter, table in found)
+        raise InputDataError(
+            f"{prefix}the inputs give different tables: {each}; one recipe works on one table: choose adapters or "
+            "options that give the same table (e.g. oasst with options: {mode: conversations} gives conversations), "
+            "or split the inputs into two recipes"
+        )
+    lines = [f"input {path}: adapter {adapter} -> {table} table" for path, adapter, table in found]
+    return found[0][2], columns, lines
+
+
+def recipe_problems(recipe: Any, table: str, columns: Columns) -> tuple[list[str], str]:
+    """Every table-contract problem of a recipe's stages from its input ``table`` and ``columns``, and the
+    table the stages produce (``output.table`` is checked against it)."""
+    problems, final, _ = check_chain(recipe.stage_objects, table, columns, output_table=recipe.output.table)
+    return problems, final

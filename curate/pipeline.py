@@ -22,7 +22,7 @@ import logging
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, overload
@@ -31,6 +31,17 @@ import polars as pl
 import xxhash
 
 from curate import checkpoint, faults
+from curate.contract import (
+    ALL_TABLES,
+    Needs,
+    canonical,
+    check_chain,
+    missing_message,
+    raise_problems,
+    schema_columns,
+    stage_problems,
+)
+from curate.errors import InputDataError
 from curate.models import ModelRegistry
 from curate.schema import detect_table
 
@@ -106,6 +117,20 @@ class Stage:
 
     Subclasses are ``pydantic.dataclasses.dataclass`` (parameters validated on construction, from Python or
     YAML alike), set ``name``, ``kind`` and ``paper``, and implement :meth:`apply`.
+
+    **Table contract** (checked by ``curate validate`` without reading a row, by the runner before the first
+    stage starts, and by :meth:`__call__` on the frame it gets; see docs/architecture.md and
+    :mod:`curate.contract`).  Class-level declarations, so the executor and the validator read them without
+    running the stage:
+
+    - ``accepts``: the tables the stage takes (``conversation``, ``candidates``, ``preference``);
+      :meth:`accepted_tables` narrows it where a parameter decides (judge ``mode: pairwise``).
+    - :meth:`requires`: the columns its parameters name (``keep: highest:COL``, score and constraint columns),
+      as :class:`curate.contract.Needs`.
+    - :meth:`adds`: the columns it adds, with their types (``None``: decided at run time; a name with ``*`` is
+      a pattern, for columns a model names).
+    - :meth:`output_table`: the table it returns (``respond``: candidates, ``pairs``: preference); ``is_source``
+      marks a stage whose rows are its own (``magpie``): the input's columns do not pass through.
     """
 
     name: ClassVar[str]
@@ -116,6 +141,34 @@ class Stage:
     version: ClassVar[int] = 1
     #: Names of parameters that hold model handles (``models:`` of the recipe); their specs join the cache key.
     model_params: ClassVar[tuple[str, ...]] = ()
+    #: The tables the stage takes (its table contract; see the class docstring).
+    accepts: ClassVar[frozenset[str]] = ALL_TABLES
+    #: A source stage makes its own rows (magpie): the input's columns do not pass through it.
+    is_source: ClassVar[bool] = False
+
+    def accepted_tables(self) -> frozenset[str]:
+        """``accepts``, narrowed by parameters where they decide (a stage overrides this, not ``accepts``)."""
+        return self.accepts
+
+    def requires(self, table: str) -> list[Needs]:
+        """The columns the stage's parameters name, on a ``table`` input (checked before any row is read)."""
+        return []
+
+    def adds(self, table: str) -> dict[str, pl.DataType | None]:
+        """The columns the stage adds to a ``table`` input: name -> type (``None``: known at run time)."""
+        return {}
+
+    def output_table(self, table: str) -> str:
+        """The table the stage returns for a ``table`` input."""
+        return table
+
+    def table_hint(self, table: str) -> str:
+        """What to do when a ``table`` reaches a stage that does not take it (appended to the message)."""
+        return ""
+
+    def explain_missing(self, need: Needs, table: str, columns: Mapping[str, pl.DataType | None]) -> str:
+        """The message when no option of ``need`` exists in ``columns`` (a stage may say more)."""
+        return missing_message(need, table, columns)
 
     def models_used(self) -> list[str]:
         return [h for p in self.model_params if (h := getattr(self, p, None))]
@@ -131,12 +184,23 @@ class Stage:
     def __call__(self, lf: pl.LazyFrame, ctx: Context | None = None) -> pl.LazyFrame: ...
 
     def __call__(self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None) -> pl.LazyFrame | pl.DataFrame:
-        """Apply the stage (``df.pipe(stage, ctx)``: a DataFrame gives a DataFrame, a LazyFrame a LazyFrame)."""
+        """Apply the stage to a canonical frame (``df.pipe(stage, ctx)``: a DataFrame gives a DataFrame, a LazyFrame
+        a LazyFrame): a plain one (no ``id``) gets the read stage's content ids
+        first (:func:`curate.contract.canonical`), and the stage's table contract is checked on its schema, so
+        a missing column is a one-line ``ContractError`` naming the stage, never a Polars error mid-plan."""
         ctx = ctx if ctx is not None else Context.ephemeral()
         eager = isinstance(lf, pl.DataFrame)  # what it is given it returns: DataFrame in, DataFrame out
-        if isinstance(lf, pl.DataFrame):
-            lf = lf.lazy()
         with ctx.stage_scope(self):
+            try:
+                lf = canonical(lf, ctx)
+                table: str | None = detect_table(lf.collect_schema())
+            except InputDataError:
+                if not self.is_source:  # a source stage (magpie) may start from any frame
+                    raise
+                lf, table = (lf.lazy() if isinstance(lf, pl.DataFrame) else lf), None
+            if table is not None:
+                columns = schema_columns(lf.collect_schema())
+                raise_problems(stage_problems(self, table, columns), f"{ctx.stage_label}: ")
             out = self.apply(lf, ctx)
             return out.collect() if eager else out  # type: ignore[return-value]
 
@@ -543,11 +607,23 @@ class Pipeline:
     ) -> pl.LazyFrame | pl.DataFrame:
         """Apply the stages in order (a DataFrame gives a DataFrame, a LazyFrame a LazyFrame).  ``progress=True``
         shows a bar over the stages (tqdm.auto: a widget in Jupyter, text elsewhere or without ipywidgets) and
-        turns on the batch bars of model and signature stages."""
+        turns on the batch bars of model and signature stages.
+
+        A plain frame is made canonical once, as the read stage of ``curate run`` would (content ids, rows
+        repeating an earlier row's content set aside under ``00-read``), and the whole chain's table contract is
+        checked before the first stage runs: every problem at once, as ``curate validate`` reports them."""
         ctx = ctx if ctx is not None else Context.ephemeral()
         if progress:
             ctx.progress = True
-        out = lf.lazy() if isinstance(lf, pl.DataFrame) else lf
+        try:
+            out = canonical(lf, ctx, label="00-read", check_ids=True)
+            table: str | None = detect_table(out.collect_schema())
+        except InputDataError:
+            if not (self.stages and self.stages[0].is_source):  # a source stage (magpie) may start from any frame
+                raise
+            out, table = (lf.lazy() if isinstance(lf, pl.DataFrame) else lf), None
+        if table is not None:
+            raise_problems(check_chain(self.stages, table, schema_columns(out.collect_schema()))[0])
         bar = _stage_bar(len(self.stages)) if progress else None
         try:
             for index, stage in enumerate(self.stages, start=1):

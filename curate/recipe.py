@@ -167,12 +167,18 @@ def _format_pydantic(
     return lines
 
 
-def build_stage(name: str, params: Any, where: str) -> Stage:
-    """Instantiate one stage from its recipe entry, raising ``RecipeError`` with the entry's path."""
+def stage_class(name: str, where: str = "stages") -> type[Stage]:
+    """The stage class of a recipe name, or ``RecipeError`` suggesting the nearest name."""
     if name not in STAGES:
         near = difflib.get_close_matches(name, STAGES, n=1)
         hint = f"; did you mean '{near[0]}'?" if near else f"; known stages: {', '.join(sorted(STAGES))}"
         raise RecipeError(f"{where}: unknown stage '{name}'{hint}")
+    return STAGES[name]
+
+
+def build_stage(name: str, params: Any, where: str) -> Stage:
+    """Instantiate one stage from its recipe entry, raising ``RecipeError`` with the entry's path."""
+    stage_class(name, where)
     if params is None:
         params = {}
     if not isinstance(params, dict):

@@ -39,6 +39,7 @@ import xxhash
 
 from curate import checkpoint, faults
 from curate.checkpoint import file_digest
+from curate.contract import check_chain, raise_problems, schema_columns
 from curate.errors import CurateError, InputDataError, RecipeError, environment_error
 from curate.io import Loaded, load
 from curate.io.readers import check_input
@@ -344,6 +345,12 @@ class Runner:
                     f"no usable rows in the input of recipe '{self.recipe.name}' "
                     f"({report.quarantined} row(s) set aside, each with its reason, in {self.run_dir / 'quarantine'})"
                 )
+            # Every stage's table contract on the read stage's schema, before any stage runs: a column a parameter
+            # names that nothing makes is a recipe error naming the stage (exit 2), not a Polars error mid-run.
+            read_schema = pl.scan_parquet(stage_dir / "data.parquet").collect_schema()
+            problems, _, _ = check_chain(self.recipe.stage_objects, table, schema_columns(read_schema),
+                                         output_table=self.recipe.output.table)
+            raise_problems(problems, f"recipe '{self.recipe.name}': ")
             rows = report.rows_out
             previous = previous_run(self.run_dir) if self.refresh else None
             ctx_args = dict(

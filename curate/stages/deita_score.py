@@ -85,6 +85,13 @@ class DeitaScore(Stage):
     #: Rows per model call (one cached shard each).
     batch_size: int = Field(32, ge=1)
 
+    accepts: ClassVar[frozenset[str]] = frozenset({"conversation", "preference"})
+
+    def adds(self, table: str) -> dict[str, pl.DataType | None]:
+        turns = pl.List(pl.Float64())
+        return {"deita_complexity_turns": turns, "deita_quality_turns": turns, "deita_complexity": pl.Float64(),
+                "deita_quality": pl.Float64(), "deita_score": pl.Float64(), "deita_note": pl.String()}
+
     def _prefill(self, llm: Any) -> bool:
         try:
             llm.render([{"role": "user", "content": "ping"}], add_generation_prompt=True)

@@ -63,7 +63,7 @@ class DeitaSelect(Stage):
         return value
 
     def requires(self, table: str) -> list[Needs]:
-        return [Needs.column(f"score: {self.score}", self.score, "number")]
+        return [Needs.column("score", self.score, "number", "score column")]
 
     def _budget_rows(self, n: int) -> int:
         if self.budget is None:

@@ -96,9 +96,18 @@ class Magpie(Stage):
             raise ValueError("respond: false samples single-turn instructions only (turns: 1, n: 1)")
         return self
 
+    #: A source: it makes its own rows (the input only seeds them), so input columns do not pass through.
+    is_source: ClassVar[bool] = True
+
     @property
-    def output_table(self) -> Literal["conversation", "candidates"]:
+    def _table(self) -> Literal["conversation", "candidates"]:
         return "candidates" if self.n > 1 else "conversation"
+
+    def output_table(self, table: str) -> str:
+        return self._table
+
+    def adds(self, table: str) -> dict[str, pl.DataType | None]:
+        return {"magpie_sample": pl.Int64(), "magpie_seed_id": pl.String(), "magpie_turns": pl.Int64()}
 
     def _response_sampling(self, n: int, seed: tuple[int, ...]) -> Sampling:
         temperature = self.response_temperature
@@ -247,7 +256,7 @@ class Magpie(Stage):
         key = model_key(identity, ctx.models.fingerprint(self.model), "magpie")
         done = ctx.map_batches(samples.lazy(), lambda b: self._run_batch(llm, b, model_name), key,
                                batch_size=self.batch_size, desc=f"{ctx.stage_label} ({model_name})")
-        if self.output_table == "conversation":
+        if self._table == "conversation":
             content = [pl.col("_messages").alias("messages")]
         else:
             content = [pl.col("_prompt").alias("prompt"), pl.col("_responses").alias("responses")]
@@ -283,4 +292,4 @@ class Magpie(Stage):
         )
         good = shaped.filter(pl.col("_reject").is_null()).join(dups.lazy(), on="id", how="anti", maintain_order="left")
         good = good.drop("_system", "_instruction", "_reject", "_dropped_continuations")
-        return conform(with_ids(good, self.output_table), self.output_table)
+        return conform(with_ids(good, self._table), self._table)

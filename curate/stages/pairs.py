@@ -111,6 +111,18 @@ class Pairs(Stage):
             raise ValueError("length_controlled chooses the pair itself: use it with strategy best_vs_worst")
         return self
 
+    accepts: ClassVar[frozenset[str]] = frozenset({"candidates"})
+
+    def output_table(self, table: str) -> str:
+        return "preference"
+
+    def adds(self, table: str) -> dict[str, pl.DataType | None]:
+        return {"parent_id": pl.String(), "chosen_model": pl.String(), "rejected_model": pl.String(),
+                "score_margin": pl.Float64()}
+
+    def table_hint(self, table: str) -> str:
+        return " (pairs makes pairs from scored candidates: put respond, then judge or reward_score, before it)"
+
     @property
     def _controlled(self) -> bool:
         return self.length_controlled or self.max_length_ratio is not None

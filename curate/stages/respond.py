@@ -60,6 +60,12 @@ class Respond(Stage):
             raise ValueError("output: conversation needs n: 1 (several responses make a candidates table)")
         return self
 
+    def output_table(self, table: str) -> str:
+        return self.output
+
+    def adds(self, table: str) -> dict[str, pl.DataType | None]:
+        return {"parent_id": pl.String()}
+
     def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         table = self.table_of(lf)
         llm = ctx.models.get(self.model, "llm")

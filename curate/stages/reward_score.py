@@ -91,6 +91,15 @@ class RewardScore(Stage):
     #: Rows per cached shard.
     batch_size: int = Field(256, ge=1)
 
+    accepts: ClassVar[frozenset[str]] = frozenset({"candidates", "preference"})
+
+    def adds(self, table: str) -> dict[str, pl.DataType | None]:
+        """Notes, and one column per head of a multi-head model (their names come from the model's config)."""
+        if table == "candidates":
+            return {"reward_note": pl.List(pl.String()), "reward_*": pl.List(pl.Float64())}
+        return {"reward_note_chosen": pl.String(), "reward_note_rejected": pl.String(),
+                "reward_*_chosen": pl.Float64(), "reward_*_rejected": pl.Float64()}
+
     @model_validator(mode="after")
     def _check_model(self) -> RewardScore:
         if self.path is not None:

@@ -152,7 +152,7 @@ class Subsample(Stage):
     def requires(self, table: str) -> list[Needs]:
         if self.method != "deita":
             return []
-        return [Needs.column(f"score: {self.score} (method deita)", self.score, "number")]
+        return [Needs.column("score (method deita)", self.score, "number", "score column")]
 
     def budget_label(self) -> str:
         if self.count is not None:

@@ -365,6 +365,15 @@ class Translate(Stage):
             return False
         return True
 
+    def adds(self, table: str) -> dict[str, pl.DataType | None]:
+        added: dict[str, pl.DataType | None] = {
+            "parent_id": pl.String(), "lang": pl.String(), "source_lang": pl.String(),
+            "translate_untranslated": pl.Float64(), "translate_length_ratio": pl.Float64(),
+        }
+        if self.judge:
+            added.update({f"translate_{c}": pl.Float64() for c in CRITERIA})
+        return added
+
     # -- stage ----------------------------------------------------------------------------------------------------
     def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         table = self.table_of(lf)
