@@ -187,7 +187,8 @@ def validate(
         if problems:
             raise ModelError(f"{recipe}: " + "; ".join(problems))
         stages = ", ".join(s.name for s in loaded.stage_objects) or "(no stages)"
-        out.print(f"{recipe}: ok ({len(loaded.input)} input(s); stages: {stages})", highlight=False)
+        out.print(f"{recipe}: ok ({len(loaded.input)} input(s); stages: {stages}; {table} -> {final} table)",
+                  highlight=False)
 
     _guard(debug, action)
 
@@ -222,7 +223,7 @@ def _type_name(annotation: Any) -> str:
 ))
 def stages(name: str | None = typer.Argument(None, help="A stage to describe in full.")) -> None:
     """List the stages with their parameters, defaults and the paper each comes from."""
-    from curate.recipe import build_stage
+    from curate.recipe import stage_class
     from curate.stages import STAGES
 
     def describe(stage_name: str) -> None:
@@ -235,22 +236,26 @@ def stages(name: str | None = typer.Argument(None, help="A stage to describe in 
         out.print(textwrap.indent(pyinspect.cleandoc(cls.__doc__ or ""), "  "), highlight=False)
         table = Table("parameter", "type", "default", box=None, pad_edge=False)
         for field_name, info in cls.__pydantic_fields__.items():  # type: ignore[attr-defined]
-            default = info.default_factory() if info.default_factory is not None else info.default
-            table.add_row(field_name, _type_name(info.annotation), repr(default))
+            table.add_row(field_name, _type_name(info.annotation), _default_text(info))
         out.print(table)
 
     if name is not None:
-        _guard(False, lambda: build_stage(name, {}, "stages"))
-        describe(name)
+        _guard(False, lambda: describe(name))
         return
     table = Table("stage", "kind", "parameters (default)", "paper", show_lines=False)
-    for stage_name, cls in sorted(__import__("curate.stages", fromlist=["STAGES"]).STAGES.items()):
+    for stage_name, cls in sorted(STAGES.items()):
         params = ", ".join(
-            f"{k}={(v.default_factory() if v.default_factory is not None else v.default)!r}"
-            for k, v in cls.__pydantic_fields__.items()  # type: ignore[attr-defined]
+            f"{k}={_default_text(v)}" for k, v in cls.__pydantic_fields__.items()  # type: ignore[attr-defined]
         )
         table.add_row(stage_name, cls.kind, params, cls.paper)
     out.print(table)
+
+
+def _default_text(info: Any) -> str:
+    """A pydantic field's default as a recipe would spell it, or ``(required)``."""
+    if info.default_factory is not None:
+        return repr(info.default_factory())
+    return "(required)" if info.is_required() else repr(info.default)
 
 
 @app.command(epilog=_examples(
