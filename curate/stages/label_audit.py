@@ -79,6 +79,7 @@ class LabelAudit(Stage):
     paper: ClassVar[str] = ("Wang et al. 2024, Secrets of RLHF Part II (flipped labels via RM ensembles); "
                             "Sun et al. 2025, embedding reward models")
     model_params: ClassVar[tuple[str, ...]] = ("model",)
+    accepts: ClassVar[frozenset[str]] = frozenset({"preference"})
 
     mode: Literal["flag", "drop", "swap"] = "flag"
     threshold: float | None = Field(None, gt=0.0, lt=1.0)
@@ -97,6 +98,15 @@ class LabelAudit(Stage):
         if self.min_rows < 2 * self.folds:
             raise ValueError(f"min_rows ({self.min_rows}) must be at least 2 x folds ({self.folds})")
         return self
+
+    def adds(self, table: str) -> dict[str, pl.DataType | None]:
+        added: dict[str, pl.DataType | None] = {"label_flip_p": pl.Float64(), "label_suspect": pl.Boolean()}
+        if self.mode == "swap":
+            added.update({"label_swapped": pl.Boolean(), "label_swapped_from": pl.String()})
+        return added
+
+    def table_hint(self, table: str) -> str:
+        return " (turn candidates into pairs first: the pairs stage)"
 
     def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         table = self.table_of(lf)
