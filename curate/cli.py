@@ -485,7 +485,7 @@ def train(
         pair = (compare[0].resolve(), compare[1].resolve()) if compare is not None else None
         outcome = run_train(settings, compare=pair, notify=lambda msg: err.print(msg, highlight=False))
         # Ten columns: never squeeze them into an 80-column pipe (CI logs, `| tee`), let long lines run on.
-        Console(width=max(out.width, 140)).print(table(outcome.runs))
+        Console(width=max(out.width, 200)).print(table(outcome.runs, diff=outcome.difference))
         for metrics in outcome.runs:
             path = outcome.out_dir / ("" if len(outcome.runs) == 1 else metrics["run"]) / "metrics.json"
             out.print(f"  {metrics['run']}: {path}", highlight=False)

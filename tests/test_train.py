@@ -222,6 +222,8 @@ def test_cli_compare_prints_one_table(tmp_path: Path, tiny_llm_path: Path) -> No
         "--lr", "0.001", "--max-length", "128", "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 0, result.output
     assert "curated" in result.output and "baseline" in result.output and "held-out acc" in result.output
+    assert "n eval" in result.output and "curated - baseline" in result.output
+    assert f"model trained: {tiny_llm_path}" in " ".join(result.output.split())
     summary = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert [r["run"] for r in summary["runs"]] == ["curated", "baseline"]
     assert (tmp_path / "cmp" / "curated" / "metrics.json").is_file()
@@ -232,6 +234,10 @@ def test_cli_compare_prints_one_table(tmp_path: Path, tiny_llm_path: Path) -> No
     assert len(list((tmp_path / "cmp" / "cache" / "ref_logps").glob("*.parquet"))) == 2
     # Same held-out pairs for both runs (the curated set's held-out prompts, removed from both training sets).
     assert summary["runs"][0]["eval"]["after"]["rows"] == summary["runs"][1]["eval"]["after"]["rows"]
+    diff = summary["difference"]
+    assert diff["n"] == summary["runs"][0]["eval"]["after"]["rows"] > 0
+    assert diff["reward_accuracy"]["diff"] == pytest.approx(
+        summary["runs"][0]["eval"]["after"]["reward_accuracy"] - summary["runs"][1]["eval"]["after"]["reward_accuracy"])
 
 
 def test_cli_bad_data_exits_with_input_error(tmp_path: Path) -> None:
@@ -305,3 +311,57 @@ def test_reference_logps_stay_out_of_the_run_data_folder(tmp_path: Path, tiny_ll
     assert second["reference"]["train"]["computed"] == 0
     assert second["reference"]["train"]["reused"] == first["rows"]["train"]
     assert not legacy.exists() and stored.is_file()
+
+
+@pytest.mark.slow
+def test_finished_runs_are_reused_and_a_killed_comparison_trains_only_its_last_arm(tmp_path: Path,
+                                                                                   tiny_llm_path: Path) -> None:
+    """Same command twice: nothing trains again.  A comparison killed during its baseline arm (the curated arm's
+    metrics.json written, the baseline's not) trains only the baseline on the next run.  Loss is logged at every
+    step even when logging_steps is larger than the run."""
+    curated = _write(tmp_path / "curated.parquet", _rows(10))
+    baseline = _write(tmp_path / "baseline.parquet", _rows(10, offset=40))
+    config = parse_train_config(_config(tiny_llm_path, tmp_path / "cmp", data=str(curated), max_steps=3,
+                                        logging_steps=10, eval_fraction=0.2))
+    said: list[str] = []
+    first = run_train(config, compare=(curated, baseline), notify=said.append)
+    for metrics in first.runs:
+        assert len(metrics["train"]["loss_per_step"]) == 3
+        assert metrics["train"]["loss_first"] is not None and metrics["train"]["loss_last"] is not None
+    stamps = {m["run"]: (tmp_path / "cmp" / m["run"] / "metrics.json").stat().st_mtime_ns for m in first.runs}
+
+    said.clear()
+    again = run_train(config, compare=(curated, baseline), notify=said.append)
+    assert [m["train"] for m in again.runs] == [m["train"] for m in first.runs]
+    assert sum("reusing" in line for line in said) == 2 and not any(": training on" in line for line in said)
+
+    (tmp_path / "cmp" / "baseline" / "metrics.json").unlink()  # killed before the baseline arm finished
+    said.clear()
+    resumed = run_train(config, compare=(curated, baseline), notify=said.append)
+    assert (tmp_path / "cmp" / "curated" / "metrics.json").stat().st_mtime_ns == stamps["curated"]
+    assert any(line.startswith("  curated: finished before") for line in said)
+    assert any(line.startswith("  baseline: training on") for line in said)
+    assert resumed.difference is not None and resumed.difference["n"] == first.runs[0]["eval"]["after"]["rows"]
+
+    from curate.train.run import _plan, run_key
+
+    plan = _plan(config, (curated, baseline))[0][0]
+    changed = config.model_copy(update={"beta": 0.2})
+    assert run_key(config, plan, "fp32", "cpu") != run_key(changed, plan, "fp32", "cpu")  # another run
+    assert run_key(config, plan, "fp32", "cpu") != run_key(config, plan, "bf16", "cuda")
+    assert run_key(config, plan, "fp32", "cpu") == run_key(config.model_copy(update={"logging_steps": 1}), plan,
+                                                           "fp32", "cpu")
+
+
+def test_paired_difference_and_model_description(tmp_path: Path) -> None:
+    from curate.train.evaluate import describe_model, paired_difference
+
+    keys = [f"k{i}" for i in range(4)]
+    pl.DataFrame({"_key": keys, "correct": [1.0, 1.0, 1.0, 0.0], "margin": [0.0] * 4}).write_parquet(tmp_path / "a")
+    pl.DataFrame({"_key": keys[::-1], "correct": [0.0, 0.0, 1.0, 0.0], "margin": [0.0] * 4}).write_parquet(
+        tmp_path / "b")
+    diff = paired_difference(tmp_path / "a", tmp_path / "b")
+    # b by key: k3 0, k2 0, k1 1, k0 0 -> d = [1, 0, 1, 0]: mean 0.5, sd 0.57735, half-width 1.96 * 0.57735 / 2
+    assert diff == {"n": 4, "diff": 0.5, "ci_low": round(0.5 - 0.565803, 4), "ci_high": round(0.5 + 0.565803, 4)}
+    text = describe_model(Path("/m"), "SmolLM2-135M-Instruct.Q4_1.gguf", "fp32")
+    assert text.startswith("SmolLM2-135M-Instruct.Q4_1.gguf (GGUF Q4_1, de-quantized and trained in fp32")

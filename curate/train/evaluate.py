@@ -20,7 +20,10 @@ All are computed from summed completion log-probs (``curate.train.refs.sequence_
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 
 def pair_loss(loss: str, beta: float, delta: float) -> float:
@@ -72,3 +75,57 @@ def before_metrics(ref_chosen: Sequence[float], ref_rejected: Sequence[float], *
                    loss: str) -> dict[str, float]:
     """The metrics of the untrained model: the policy *is* the reference."""
     return preference_metrics(ref_chosen, ref_rejected, ref_chosen, ref_rejected, beta=beta, loss=loss)
+
+
+#: Per-pair held-out results of a run (``_key``, ``margin``, ``correct``): what a comparison pairs arms on.
+EVAL_PAIRS = "eval_pairs.parquet"
+
+
+def write_eval_pairs(path: Path, keys: Sequence[str], policy_chosen: Sequence[float], policy_rejected: Sequence[float],
+                     ref_chosen: Sequence[float], ref_rejected: Sequence[float], *, beta: float) -> None:
+    """Each held-out pair's implicit-reward margin and whether it ranks chosen first (1, tie 0.5, 0)."""
+    import polars as pl
+
+    from curate import checkpoint
+
+    margins = [beta * ((pc - rc) - (pr - rr))
+               for pc, pr, rc, rr in zip(policy_chosen, policy_rejected, ref_chosen, ref_rejected, strict=True)]
+    frame = pl.DataFrame({"_key": list(keys), "margin": margins,
+                          "correct": [1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins]},
+                         schema={"_key": pl.String, "margin": pl.Float64, "correct": pl.Float64})
+    checkpoint.write_parquet_atomic(frame, path)
+
+
+def paired_difference(first: Path, second: Path, column: str = "correct") -> dict[str, Any] | None:
+    """Mean of ``column`` in ``first`` minus ``second`` over the held-out pairs both scored, with a 95% interval.
+
+    The arms are scored on the same pairs, so the difference is paired: d_i = a_i - b_i, mean d, interval
+    mean d +- 1.96 * sd(d) / sqrt(n) (normal approximation; with few pairs, read it as rough; none for one pair).
+    None when a file is missing or no pair is shared."""
+    import polars as pl
+
+    if not first.is_file() or not second.is_file():
+        return None
+    a = pl.read_parquet(first).unique("_key", keep="first")
+    b = pl.read_parquet(second).unique("_key", keep="first")
+    both = a.join(b, on="_key", suffix="_b")
+    n = both.height
+    if n == 0:
+        return None
+    d = (both[column] - both[f"{column}_b"]).to_list()
+    mean = sum(d) / n
+    if n < 2:  # one pair has no spread to estimate: no interval
+        return {"n": n, "diff": round(mean, 4), "ci_low": None, "ci_high": None}
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    half = 1.96 * sd / math.sqrt(n)
+    return {"n": n, "diff": round(mean, 4), "ci_low": round(mean - half, 4), "ci_high": round(mean + half, 4)}
+
+
+def describe_model(folder: Path, gguf_file: str | None, precision: str) -> str:
+    """Which weights were trained, in words: the GGUF file and its quantisation (trained de-quantized), or the
+    folder."""
+    if not gguf_file:
+        return f"{folder} ({precision})"
+    quant = re.search(r"[.-](I?Q\d\w*|F16|F32|BF16)\.gguf$", gguf_file, re.IGNORECASE)
+    kind = f"GGUF {quant.group(1).upper()}" if quant else "GGUF"
+    return f"{gguf_file} ({kind}, de-quantized and trained in {precision}; {folder})"

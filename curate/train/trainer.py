@@ -31,7 +31,7 @@ from typing import Any
 from curate.errors import InputDataError, ModelError
 from curate.train.config import TrainConfig
 from curate.train.data import Preferences, to_dataset
-from curate.train.evaluate import before_metrics, preference_metrics
+from curate.train.evaluate import EVAL_PAIRS, before_metrics, describe_model, preference_metrics, write_eval_pairs
 from curate.train.refs import RefStore, attach_reference, model_key, sequence_logps
 from curate.train.winrate import WinRateEval
 
@@ -142,13 +142,15 @@ def _trainer_class() -> type:
     return CurateDPOTrainer
 
 
-def _progress_callback(label: str, say: Notify) -> Any:
+def _progress_callback(label: str, say: Notify, every: int) -> Any:
+    """One line every ``every`` steps and at the last step (the loss itself is logged at every step)."""
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                    **kwargs: Any) -> None:
-            if logs and "loss" in logs:
+            shown = state.global_step % every == 0 or state.global_step == state.max_steps
+            if logs and "loss" in logs and shown:
                 say(f"  {label}: step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  "
                     f"reward acc {logs.get('rewards/accuracies', float('nan')):.2f}  "
                     f"margin {logs.get('rewards/margins', float('nan')):.4f}")
@@ -186,7 +188,7 @@ def _dpo_config(config: TrainConfig, hardware: Hardware, out_dir: Path) -> Any:
         use_cpu=hardware.device == "cpu",
         seed=config.seed,
         data_seed=config.seed,
-        logging_steps=config.logging_steps,
+        logging_steps=1,  # the loss of every step goes to metrics.json; the console shows every logging_steps
         report_to=[],
         save_strategy="no",
         eval_strategy="no",
@@ -288,7 +290,7 @@ def train_one(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # the raw log dicts; a one-line summary per log step instead
-    trainer.add_callback(_progress_callback(label, say))
+    trainer.add_callback(_progress_callback(label, say, config.logging_steps))
     prepared = time.perf_counter()
     for name, dropped in trainer.dropped.items():
         if dropped:
@@ -316,6 +318,9 @@ def train_one(
         eval_after = preference_metrics(pol_c, pol_r, trainer.eval_dataset["ref_chosen_logps"],
                                         trainer.eval_dataset["ref_rejected_logps"], beta=config.beta,
                                         loss=config.loss)
+        write_eval_pairs(out_dir / EVAL_PAIRS, trainer.eval_dataset["_key"], pol_c, pol_r,
+                         trainer.eval_dataset["ref_chosen_logps"], trainer.eval_dataset["ref_rejected_logps"],
+                         beta=config.beta)
     judge_eval: dict[str, Any] | None = None
     if winrate is not None and judged_prompts is not None and base_answers is not None:
         say(f"  {label}: judge_eval: trained model answers, {winrate.judge_name} judges both orders")
@@ -326,7 +331,7 @@ def train_one(
         trainer.save_model(str(out_dir / "model"))
         tokenizer.save_pretrained(str(out_dir / "model"))
 
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    losses = [round(float(e["loss"]), 5) for e in trainer.state.log_history if "loss" in e and "step" in e]
     metrics: dict[str, Any] = {
         "run": label,
         "data": sorted({str(f) for f in train.files}),
@@ -335,13 +340,15 @@ def train_one(
                  "eval_used": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
                  "dropped_long_prompt": dict(trainer.dropped)},
         "model": str(llm.folder / llm.gguf_file if llm.gguf_file else llm.folder),
+        "model_trained": describe_model(llm.folder, llm.gguf_file, hardware.precision),
         "hardware": {"device": hardware.device, "name": hardware.name, "precision": hardware.precision},
         "settings": config.settings(),
         "train": {
             "steps": int(result.global_step),
             "train_loss": round(float(result.training_loss), 5),
-            "loss_first": round(losses[0], 5) if losses else None,
-            "loss_last": round(losses[-1], 5) if losses else None,
+            "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None,
+            "loss_per_step": losses,
             "tokens": tokens,
             "seconds": round(train_seconds, 3),
             "tokens_per_s": round(tokens / train_seconds, 1) if train_seconds > 0 else None,
