@@ -236,6 +236,19 @@ def test_cli_model_judge_with_tiny_llm_caches_and_writes_outputs(tmp_path: Path,
     table = curate("judge-eval", str(path))  # the default judges, as a table
     assert table.returncode == 0 and "length" in table.stdout and "random" in table.stdout
 
+    # the same model as a judge stage configured in a recipe: the same verdicts
+    recipe = {"name": "r", "input": [{"path": str(path)}], "models": {"j": {"backend": "transformers",
+                                                                          "path": str(tiny_llm_path)}},
+              "stages": [{"filter": {}}, {"judge": {"model": "j", "mode": "pairwise", "batch_size": 4}}]}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    from_recipe = curate("judge-eval", str(path), "--json", "--judge", f"recipe:{tmp_path / 'r.yaml'}#2")
+    assert from_recipe.returncode == 0, from_recipe.stderr
+    staged = json.loads(from_recipe.stdout)["judges"][0]
+    assert {k: v for k, v in staged.items() if k not in ("name", "seconds")} == \
+        {k: v for k, v in model.items() if k not in ("name", "seconds")}
+    wrong = curate("judge-eval", str(path), "--judge", f"recipe:{tmp_path / 'r.yaml'}#1")
+    assert wrong.returncode == 2 and "is a filter stage, not judge or reward_score" in wrong.stderr
+
 
 @pytest.mark.slow
 def test_cli_reward_model_judge(tmp_path: Path) -> None:
