@@ -7,9 +7,10 @@ Backends and their spec keys (a recipe's ``models:`` entry; relative paths are r
   ``batch_size`` (16).
 * ``vllm``: ``path``, ``gguf_file``, ``tokenizer``, ``chat_template``, ``dtype``, ``max_model_len``,
   ``gpu_memory_utilization``, ``tensor_parallel_size``, ``engine_args`` (dict passed to ``vllm.LLM``).
-* ``openai``: ``base_url``, ``model``, ``api_key_env``, ``endpoint`` (chat | completions), ``concurrency``,
-  ``timeout``, ``max_retries``, ``backoff``, ``cache_dir`` (or ``cache: false``), ``tokenizer`` /
-  ``chat_template`` (only for ``render``).
+* ``openai``: ``base_url``, ``model``, ``api_key_env``, ``endpoint`` (chat | completions), ``concurrency``
+  (the ceiling of the adaptive window), ``adaptive`` (true; false: a fixed concurrency), ``timeout``,
+  ``max_retries``, ``backoff``, ``cache_dir`` (or ``cache: false``), ``tokenizer`` / ``chat_template`` (only
+  for ``render``).
 
 Model loading never touches the hub: files are local and ``HF_HUB_OFFLINE`` is set.
 """
