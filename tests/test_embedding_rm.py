@@ -175,7 +175,8 @@ def test_default_model_loads_and_scores_offline() -> None:
 def candidates_frame() -> pl.LazyFrame:
     df = pl.DataFrame(
         {"prompt": [user(QUESTION), user("What is a good name for a cat?")],
-         "responses": [[{"content": REFUSE, "model": "a", "score": None}, {"content": COMPLY, "model": "b", "score": None},
+         "responses": [[{"content": REFUSE, "model": "a", "score": None},
+                        {"content": COMPLY, "model": "b", "score": None},
                         {"content": "", "model": "c", "score": None}],
                        [{"content": "Whiskers is a classic.", "model": "a", "score": None},
                         {"content": "Cats are animals.", "model": "b", "score": None}]]},

@@ -418,6 +418,16 @@ def card(meta: dict[str, Any]) -> str:
         f"{', '.join(f'{v:.3f}' for v in cv['per_fold'])}). Accuracy of the final ensemble on its own training "
         f"pairs: {meta['train_accuracy']:.3f} (optimistic, for reference only).",
         "",
+    ]
+    held = meta.get("heldout")
+    if held:
+        lines += [
+            f"Held-out accuracy (the {held['pairs']} pairs of the held-out prompts, never trained on): "
+            f"**{held['accuracy']:.3f}** (95% Wilson interval {held['ci95'][0]:.3f}-{held['ci95'][1]:.3f}). "
+            "Rebuild that file with `curate.reward.embedding_rm.default_heldout_pairs(data_dir)`.",
+            "",
+        ]
+    lines += [
         "## Limits",
         "",
         "- A small head on a 384-dimension sentence embedding: it ranks broad qualities of a reply (refusal "
@@ -481,3 +491,20 @@ def load_pairs(path: str | Path, adapter: str = "auto", options: dict[str, Any] 
     info = {"adapter": loaded.adapter, "table": loaded.table, "rows": frame.height, "rejected": rejected.height,
             "first_rejected": first, "pairs": pairs.height}
     return pairs, info
+
+
+#: Where the hh-rlhf file of the shipped default lives under a shared data folder.
+HH_FILE = Path("hh_rlhf_harmless_base_test") / "test.jsonl.gz"
+
+
+def hh_pairs(data_dir: Path) -> tuple[pl.DataFrame, dict[str, Any], np.ndarray]:
+    """hh-rlhf harmless pairs as the default was fitted on them: ``(pairs with _line, read info, held-out mask)``."""
+    pairs, info = load_pairs(Path(data_dir) / HH_FILE, "hh_rlhf")
+    return pairs, info, heldout_mask(pairs.get_column("prompt"))
+
+
+def default_heldout_pairs(data_dir: Path) -> pl.DataFrame:
+    """The hh-rlhf harmless pairs the shipped default never trained on (a preference table with ``_line``, the
+    source line): the rows to evaluate ``rm:default`` on (judge-eval, benchmarks)."""
+    pairs, _, mask = hh_pairs(data_dir)
+    return pairs.filter(pl.Series(mask))
