@@ -206,6 +206,19 @@ def test_csv_error_keeps_reading(tmp_path: Path, mode: str) -> None:
     ]
 
 
+def test_csv_record_with_a_long_inner_line_is_bad_whole(tmp_path: Path, mode: str) -> None:
+    """A too-long line inside a quoted multi-line field: the record is bad (at its start line), never kept
+    with that line missing from its field."""
+    path = tmp_path / "d.csv"
+    path.write_text('instruction,output\nq1,a1\nq2,"first\n' + "x" * 3000 + '\nlast"\nq3,a3\n')
+    raw = read_raw(path, Limits(max_line_bytes=1000))
+    assert raw.frame.collect()["_line"].to_list() == [2, 6]
+    assert raw.bad_lines.select("_line", "reason").rows() == [
+        (3, "the line holds 3,000 characters, more than max_line_mb allows (1,000 bytes); "
+            "raise the input's max_line_mb to read it")
+    ]
+
+
 def test_long_line_quarantined_in_a_run(tmp_path: Path) -> None:
     data = write(tmp_path / "d.jsonl", [alpaca(1), alpaca(2, pad="p" * 3000), alpaca(3)])
     result = run_recipe(recipe(tmp_path, [{"path": str(data), "max_line_mb": 0.001}]), tmp_path / "run")

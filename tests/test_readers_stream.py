@@ -6,8 +6,11 @@ path (``_read_jsonl`` / ``_read_csv`` on the file's bytes, which is what a file 
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -18,7 +21,7 @@ from polars.testing import assert_frame_equal
 
 from curate.errors import InputDataError
 from curate.io import load, read_raw, readers
-from curate.io.readers import RawInput
+from curate.io.readers import Limits, RawInput
 
 
 def write(path: Path, lines: list[str | bytes], end: bytes = b"\n") -> Path:
@@ -27,19 +30,20 @@ def write(path: Path, lines: list[str | bytes], end: bytes = b"\n") -> Path:
     return path
 
 
-def whole(path: Path) -> RawInput:
+def whole(path: Path, limits: Limits = readers.DEFAULT_LIMITS) -> RawInput:
     """Today's whole-file result: the reader given every byte at once."""
     data = path.read_bytes()
     if path.suffix == ".gz":
         data = gzip.decompress(data)
     fmt = readers.format_of(path) or ""
-    return readers._read_jsonl(path, data, fmt) if fmt == "jsonl" else readers._read_csv(path, data, fmt)
+    read = readers._read_jsonl if fmt == "jsonl" else readers._read_csv
+    return read(path, data, fmt, limits)
 
 
-def streamed(path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> RawInput:
+def streamed(path: Path, monkeypatch: pytest.MonkeyPatch, block: int, limits: Limits | None = None) -> RawInput:
     with monkeypatch.context() as m:
         m.setattr(readers, "BLOCK_BYTES", block)
-        raw = read_raw(path)
+        raw = read_raw(path, limits)
     assert raw.spill is not None and raw.spill.is_dir()
     return raw
 
@@ -278,32 +282,101 @@ _objects = st.builds(
     st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), _values, max_size=4),
     st.one_of(st.none(), _messages),
 )
+def _nested(depth: int) -> object:
+    value: object = 1
+    for level in range(depth):
+        value = [value] if level % 2 else {"n": value}
+    return value
+
+
+# Hostile lines (issue 18): nesting past the limit, lines past the size limit, text that decodes to NUL or a
+# lone surrogate (or looks like it and is not), invalid UTF-8.
+_hostile = st.one_of(
+    st.integers(1, 7).map(lambda d: json.dumps({"a": "x", "n": _nested(d)})),
+    st.integers(20, 160).map(lambda n: json.dumps({"a": "L" * n})),
+    st.sampled_from(
+        ['{"a": "\\u0000"}', '{"a": "x\\ud800"}', '{"a": "\\udc00y"}', '{"a": "\\ud83d\\ude00"}',
+         '{"a": "\\\\ud800"}', '{"a": "\\\\\\ud800\\udc00"}', '{"k\\u0000": 1}', b'{"a": "\xff"}',
+         '{"a": "[[[[[[[[[[", "b": "{{{{{{{{{{"}']
+    ),
+)
 _lines = st.lists(
     st.one_of(
         _objects,
         _objects,
         _objects,
         st.sampled_from(["", "  ", "{bad", "[1]", '"s"', "\r", '{"a": 1,}', '{"a": 123456789012345678901234567890}']),
+        _hostile,
     ),
     min_size=1,
     max_size=40,
 )
+_limits = st.builds(
+    Limits, max_nesting=st.sampled_from([3, 5, 100]), max_line_bytes=st.sampled_from([45, 120, 64 << 20])
+)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lines=_lines, block=st.integers(8, 200), crlf=st.booleans())
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=_lines, block=st.integers(8, 200), crlf=st.booleans(), limits=_limits)
 def test_random_files_stream_like_whole(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, lines: list[str], block: int, crlf: bool
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    lines: list[str],
+    block: int,
+    crlf: bool,
+    limits: Limits,
 ) -> None:
     path = write(tmp_path_factory.mktemp("prop") / "d.jsonl", list(lines), b"\r\n" if crlf else b"\n")
     if path.stat().st_size <= block:
         block = max(1, path.stat().st_size // 3)
     try:
-        expected = whole(path)
+        expected = whole(path, limits)
         if expected.bad_lines.is_empty() and expected.frame.collect().height == 0:
             raise InputDataError("no rows")
     except InputDataError:
         with pytest.raises(InputDataError, match="has no rows"):
-            streamed(path, monkeypatch, block)
+            streamed(path, monkeypatch, block, limits)
         return
-    assert_same(streamed(path, monkeypatch, block), expected)
+    got = streamed(path, monkeypatch, block, limits)
+    assert_same(got, expected)
+    for text in got.frame.collect().select(pl.col(pl.String)).iter_rows():  # no NUL or surrogate got through
+        assert not any(v and ("\x00" in v or any("\ud800" <= c <= "\udfff" for c in v)) for v in text)
+
+
+_csv_fields = st.one_of(
+    st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\r"), max_size=8),
+    st.sampled_from(["a\x00b", "multi\nline", 'q"uote', "x" * 60, "y\n" + "z" * 130 + "\nw", "BAD"]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    records=st.lists(st.lists(_csv_fields, min_size=2, max_size=3), min_size=1, max_size=25),
+    block=st.integers(8, 200),
+    limit=st.sampled_from([50, 100, 64 << 20]),
+)
+def test_random_csv_streams_like_whole(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    records: list[list[str]],
+    block: int,
+    limit: int,
+) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["instruction", "output", "extra"])
+    writer.writerows(records)
+    path = tmp_path_factory.mktemp("csvprop") / "d.csv"
+    path.write_bytes(out.getvalue().encode().replace(b"BAD", b"B\xffD"))
+    block = min(block, max(1, path.stat().st_size // 3))
+    limits = Limits(max_line_bytes=limit)
+    try:
+        expected = whole(path, limits)
+    except InputDataError as exc:
+        with pytest.raises(InputDataError, match=re.escape(str(exc).split(": ", 1)[1])):
+            streamed(path, monkeypatch, block, limits)
+        return
+    got = streamed(path, monkeypatch, block, limits)
+    assert_identical(got, expected)
+    kept = got.frame.collect()
+    assert kept.height + got.bad_lines.height == len(records)  # every record kept or a bad line, once

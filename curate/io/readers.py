@@ -271,8 +271,14 @@ def _preview(value: Any, limit: int = 40) -> str:
 
 def _line_preview(head: bytes | str) -> str:
     """The start of a line a bad line keeps when the whole line is too long to keep."""
-    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    if isinstance(head, str):  # decoded with surrogateescape: its bad bytes back, then replaced like bytes
+        head = head.encode("utf-8", "surrogateescape" if _only_escaped(head) else "backslashreplace")
+    text = head.decode("utf-8", "replace")
     return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+
+
+def _only_escaped(text: str) -> bool:
+    return text.isascii() or not any("\ud800" <= ch < "\udc80" or "\udcff" < ch <= "\udfff" for ch in text)
 
 
 # -- limits and text rules ---------------------------------------------------------------------------------
@@ -774,7 +780,18 @@ def _ndjson_frame(texts: list[str], schema: pl.Schema | None = None) -> tuple[pl
     # A half of `{}` lines has rows but no columns, and Polars' concat would drop its rows.
     left = left if left.width else right.clear(left.height)
     right = right if right.width else left.clear(right.height)
-    return pl.concat([left, right], how="diagonal_relaxed"), unreadable
+    try:
+        return pl.concat([left, right], how="diagonal_relaxed"), unreadable
+    except pl.exceptions.PolarsError:
+        if schema is not None:
+            raise
+    # The halves nest values of kinds Polars cannot unify (a number in one, a list of objects in the other,
+    # under the same nested key): read the lines again under their merged types (text where they differ),
+    # as the streamed path does with its blocks.
+    kept = [i for i in range(len(texts)) if i not in unreadable]
+    merged = _merge_schemas([left.schema, right.schema])
+    frame, again = _ndjson_frame([texts[i] for i in kept], merged)
+    return frame, {**unreadable, **{kept[i]: reason for i, reason in again.items()}}
 
 
 # -- JSON Lines, streamed --------------------------------------------------------------------------------
@@ -1172,7 +1189,12 @@ def _read_csv(p: Path, data: bytes | None, fmt: str, limits: Limits = DEFAULT_LI
 
 def _capped_lines(stream: IO[str], limits: Limits, cut: list[_Bad]) -> Iterator[str]:
     """The stream's lines for ``csv.reader``; a line longer than ``max_line_bytes`` characters is read past
-    (never held whole), given as an empty line (line numbers hold) and reported in ``cut``."""
+    (never held whole), replaced by a stand-in (so line numbers hold) and reported in ``cut``.
+
+    The stand-in keeps the parser in step: a line with an odd number of quotes opens or closes a quoted
+    field, and so does its stand-in ``"``; otherwise it is an empty line.  The record the line belonged to
+    is then rejected whole (see ``_take_cut``), and the records after it are read as they are.
+    """
     limit = limits.max_line_bytes
     number = 0
     while line := stream.readline(limit + 1):
@@ -1180,14 +1202,23 @@ def _capped_lines(stream: IO[str], limits: Limits, cut: list[_Bad]) -> Iterator[
         if len(line) <= limit or line.endswith(("\n", "\r")):
             yield line
             continue
-        size, head = len(line), line[:PREVIEW_CHARS]
+        size, head, quotes = len(line), line[:PREVIEW_CHARS], line.count('"')
         while part := stream.readline(1 << 20):
+            quotes += part.count('"')
             if part.endswith(("\n", "\r")):
                 size += len(part.rstrip("\r\n"))
                 break
             size += len(part)
         cut.append((number, limits.line_reason(size, "characters"), _line_preview(head)))
-        yield "\n"
+        yield '"\n' if quotes % 2 else "\n"
+
+
+def _take_cut(cut: list[_Bad], last: int) -> list[_Bad]:
+    """Remove and return the lines cut out for their length up to line ``last`` (the record just read)."""
+    count = next((i for i, row in enumerate(cut) if row[0] > last), len(cut))
+    taken = cut[:count]
+    del cut[:count]
+    return taken
 
 
 def _read_csv_text(p: Path, stream: IO[str], fmt: str, spill: Path | None, limits: Limits = DEFAULT_LIMITS) -> RawInput:
@@ -1214,15 +1245,23 @@ def _read_csv_text(p: Path, stream: IO[str], fmt: str, spill: Path | None, limit
                     if "field limit" in str(exc)
                     else f"malformed CSV: {exc}"
                 )
-                bad.append((last + 1, reason, ""))
-                last = reader.line_num
+                start, last = last + 1, reader.line_num
+                long_lines = _take_cut(cut, last)
+                bad.append((start, long_lines[0][1] if long_lines else reason, long_lines[0][2] if long_lines else ""))
                 continue
             start, last = last + 1, reader.line_num
+            # A line cut out for its length belongs to this record (a quoted field may span lines): the
+            # record is bad as a whole, under its own start line, never kept with a piece missing.
+            long_lines = _take_cut(cut, last)
+            if header is None and long_lines:
+                first = long_lines[0]
+                raise InputDataError(f"{p}, row {first[0]}: {first[1]} (at or before the header line)")
+            if long_lines:
+                bad.append((start, long_lines[0][1], long_lines[0][2]))
+                continue
             if not record or (len(record) == 1 and not record[0].strip()):
                 continue
             if header is None:
-                if cut:  # the header itself (or a line before it) was too long to hold
-                    raise InputDataError(f"{p}, row {cut[0][0]}: {cut[0][1]} (at or before the header line)")
                 header = _dedupe(record)
                 continue
             raw = ("\t" if fmt == "tsv" else ",").join(record)
@@ -1250,7 +1289,7 @@ def _read_csv_text(p: Path, stream: IO[str], fmt: str, spill: Path | None, limit
                     rows, numbers, size = [], [], 0
     finally:
         csv.field_size_limit(field_limit)
-    bad = sorted([*bad, *cut], key=lambda row: row[0])
+    bad = sorted([*bad, *cut], key=lambda row: row[0])  # ``cut`` is empty unless a record never ended
     if header is None:
         raise InputDataError(f"{p} has no rows (no header line)")
     if spilled:
