@@ -116,6 +116,13 @@ def test_deep_row_in_a_run(tmp_path: Path) -> None:
         run_recipe(raised, tmp_path / "run3")  # past what the JSON parsers can take: still a row error
 
 
+def test_nested_kinds_polars_cannot_unify_read_as_text(tmp_path: Path, mode: str) -> None:
+    """A number in one row and a list of objects in another under one nested key ended in a SchemaError
+    (exit 1, found by the fuzz test); both values are now the field's text, on either path."""
+    path = write(tmp_path / "d.jsonl", ['{"a": "x", "n": {"n": 1}}', '{"a": "x", "n": {"n": [{"n": 1}]}}'])
+    assert read_raw(path).frame.collect()["n"].to_list() == [{"n": "1"}, {"n": '[{"n": 1}]'}]
+
+
 # -- 4. inputs that never end, lines too long --------------------------------------------------------------
 
 
