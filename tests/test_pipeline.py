@@ -66,7 +66,8 @@ def test_pipeline_runs_stages_in_order_with_labels() -> None:
 
 def test_stage_accepts_eager_frame_and_no_context() -> None:
     df = conversations(3).collect()
-    assert ExactDedup()(df).collect().height == 3
+    out = ExactDedup()(df)
+    assert isinstance(out, pl.DataFrame) and out.height == 3  # DataFrame in, DataFrame out
 
 
 def test_fingerprint_depends_on_parameters() -> None:
