@@ -11,8 +11,9 @@ Client: the openai backend with ``concurrency`` 16, ``timeout`` 1 s, the default
 request cache; ``adaptive: false`` is the fixed concurrency of before (a slot held through retries and
 backoff), ``adaptive: true`` the AIMD window.  Each run sends ``--prompts`` greedy requests.
 
-Prints one JSON line per (client, server) pair: requests the server received, client timeouts, requests the
-server abandoned / answered, the most in flight at the server, the run's seconds, whether it completed (or
+Prints one JSON line per (client, server) pair: requests the client sent and the server received (a request
+still in the server's accept queue when its client gives up is sent, never received), client timeouts,
+requests the server abandoned / answered, the most in flight at the server, the run's seconds, whether it completed (or
 the error), and the window's lowest size; the last line holds all of them.
 
 Run as: flock /tmp/curate-bench.lock .venv/bin/python benchmarks/slow_server.py
@@ -63,7 +64,8 @@ def one_run(llm: Any, args: argparse.Namespace, adaptive: bool, abort: bool) -> 
     return {
         "benchmark": "slow_server", "adaptive": adaptive, "server_aborts_abandoned": abort,
         "prompts": args.prompts, "slow_s": args.slow, "stretch_s": args.stretch, "timeout_s": args.timeout,
-        "requests_sent": server.requests, "timeouts": client.timeouts, "abandoned_at_server": server.abandoned,
+        "requests_sent": client.http_requests, "requests_received": server.requests, "timeouts": client.timeouts,
+        "abandoned_at_server": server.abandoned,
         "answered": server.answered, "max_in_flight_at_server": server.max_in_flight,
         "seconds": round(seconds, 2), "completed": completed, "error": error,
         "window_lowest": client.window.lowest if adaptive else None,
