@@ -194,9 +194,10 @@ def canonical(
     - Rows with the id of an earlier row are set aside to quarantine under ``label`` (``identical content to
       row N (same id)``), as ``curate run``'s read stage sets identical rows aside: a dedup stage can only tell
       rows apart by id, so this is what makes it decide the same rows through the API as through a run.
-      Checked where it costs nothing more than what the frame holds: when ids were just computed, for an eager
-      frame, and with ``check_ids`` (``Pipeline.run``, once).  A LazyFrame that carries a String ``id`` and
-      ``source`` (every stage's output, ``curate.read``) is otherwise taken as it is.
+      Checked when ids were just computed, for an eager frame, and with ``check_ids``: ``Stage.__call__`` asks
+      for it unless its context trusts the ids (``Context.trusted_ids``: the runner after its read stage, and
+      ``Pipeline.run`` after checking once at its start), so ``curate.read(...).pipe(stage)`` is checked too
+      while a run never reads its ids twice.
     - An eager frame's null ids are filled with content ids; a frame that fits no table raises
       ``InputDataError`` with the columns each table needs.
     """

@@ -195,7 +195,7 @@ class Stage:
         eager = isinstance(lf, pl.DataFrame)  # what it is given it returns: DataFrame in, DataFrame out
         with ctx.stage_scope(self):
             try:
-                lf = canonical(lf, ctx)
+                lf = canonical(lf, ctx, check_ids=not ctx.trusted_ids)
                 table: str | None = detect_table(lf.collect_schema())
             except InputDataError:
                 if not self.is_source:  # a source stage (magpie) may start from any frame
@@ -279,6 +279,10 @@ class Context:
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
     #: the removed rows themselves (``row`` as a struct in :meth:`quarantine_frame`), beside ``quarantined``
     _quarantined_rows: list[tuple[str, pl.LazyFrame]] = field(default_factory=list, repr=False)
+    #: True where every frame a stage gets already has unique ids (the runner after its read stage,
+    #: ``Pipeline.run`` after its one check): ``Stage.__call__`` then skips the repeated-id check of
+    #: :func:`curate.contract.canonical`, which would read the ids once per stage.
+    trusted_ids: bool = False
 
     @classmethod
     def ephemeral(cls, **kwargs: Any) -> Context:
@@ -629,6 +633,7 @@ class Pipeline:
         if table is not None:
             raise_problems(check_chain(self.stages, table, schema_columns(out.collect_schema()))[0])
         bar = _stage_bar(len(self.stages)) if progress else None
+        trusted, ctx.trusted_ids = ctx.trusted_ids, True  # ids checked once above, not again per stage
         try:
             for index, stage in enumerate(self.stages, start=1):
                 ctx.stage_label = f"{index:02d}-{stage.name}"
@@ -638,6 +643,7 @@ class Pipeline:
                 if bar is not None:
                     bar.update(1)
         finally:
+            ctx.trusted_ids = trusted
             if bar is not None:
                 bar.close()
         ctx.stage_label = "stage"

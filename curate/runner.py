@@ -365,6 +365,7 @@ class Runner:
                 ctx = engine.context(**ctx_args)
             else:
                 engine, ctx = None, Context(**ctx_args)
+            ctx.trusted_ids = True  # the read stage gave every row a unique content id
             self._ctx = ctx
             for index, stage in enumerate(self.recipe.stage_objects, start=1):
                 model_keys = "|".join(ctx.models.fingerprint(h) for h in stage.models_used())

@@ -278,7 +278,10 @@ def test_identical_rows_through_the_api_behave_as_through_curate_run(tmp_path: P
     identical = quarantine.filter(pl.col("reason").str.contains("identical content")).height
     near = quarantine.filter(pl.col("reason").str.starts_with("near duplicate")).height
     assert identical > 0 and near > 0
-    for api in (lambda c: Pipeline([MinHashDedup()]).run(plain, c), lambda c: plain.pipe(MinHashDedup(), c)):
+    read = load(source).frame.drop("_line")  # lazy, with the read stage's ids: identical rows share one
+    for api in (lambda c: Pipeline([MinHashDedup()]).run(plain, c), lambda c: plain.pipe(MinHashDedup(), c),
+                lambda c: read.pipe(MinHashDedup(), c).collect(),
+                lambda c: Pipeline([MinHashDedup()]).run(read, c).collect()):
         ctx = Context.ephemeral()
         out = api(ctx)
         assert out["id"].to_list() == ran["id"].to_list()
