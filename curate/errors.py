@@ -93,9 +93,14 @@ def environment_error(exc: BaseException, path: str | os.PathLike[str] | None = 
     if isinstance(exc, OSError) and exc.errno in _ENV_ERRNOS:
         code, text = exc.errno, exc.strerror or os.strerror(exc.errno)
         path = exc.filename if exc.filename is not None else path
-    elif type(exc).__module__.startswith("polars") and (found := _POLARS_OS_ERROR.search(str(exc))):
+    elif (isinstance(exc, OSError) or type(exc).__module__.startswith("polars")) and (
+        found := _POLARS_OS_ERROR.search(str(exc))
+    ):  # Polars raises its own errors, and builtin OSErrors without an errno, with the OS text inside
         code = int(found.group(2))
         text = os.strerror(code) if code in _ENV_ERRNOS else ""
+        rest = str(exc)[found.end():]
+        if path is None and rest.startswith(": ") and "\n" not in rest.strip():
+            path = rest[2:].strip()  # "... (os error 2): /the/path"
     if code is None or code not in _ENV_ERRNOS:
         return None
     name = errno.errorcode.get(code, str(code))
