@@ -1407,9 +1407,14 @@ def _read_folder(p: Path, limits: Limits = DEFAULT_LIMITS) -> RawInput:
 
 def _one_object(path: Path) -> bool:
     """Whether a ``.json`` file is one JSON object (metadata, in a folder of data), not rows."""
-    data = _read_bytes(path).lstrip(_BOM).lstrip()
-    if not data.startswith(b"{"):
-        return False
+    try:
+        with _open(path) as fh:
+            head = fh.read(4096)
+    except (OSError, EOFError) as exc:
+        raise InputDataError(f"{path}: cannot read the file ({exc})") from exc
+    if not head.removeprefix(_BOM).lstrip().startswith(b"{"):
+        return False  # an array of rows: not read twice
+    data = _read_bytes(path).removeprefix(_BOM)
     try:
         return isinstance(json.loads(data), dict)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # "Extra data": JSON Lines
