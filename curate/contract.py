@@ -193,25 +193,23 @@ def canonical(
       (:func:`curate.schema.with_ids`, the read stage's id).
     - Rows with the id of an earlier row are set aside to quarantine under ``label`` (``identical content to
       row N (same id)``), as ``curate run``'s read stage sets identical rows aside: a dedup stage can only tell
-      rows apart by id, so this is what makes it decide the same rows through the API as through a run.
-      Checked when ids were just computed, for an eager frame, and with ``check_ids``: ``Stage.__call__`` asks
-      for it unless its context trusts the ids (``Context.trusted_ids``: the runner after its read stage, and
-      ``Pipeline.run`` after checking once at its start), so ``curate.read(...).pipe(stage)`` is checked too
-      while a run never reads its ids twice.
-    - An eager frame's null ids are filled with content ids; a frame that fits no table raises
-      ``InputDataError`` with the columns each table needs.
+      rows apart by id, so this is what makes it decide the same rows through the API as through a run.  Null
+      ids are filled with content ids first.  Both happen when ids were just computed and with ``check_ids``:
+      ``Stage.__call__`` asks for it unless its context trusts the ids (``Context.trusted_ids``: the runner
+      after its read stage, and ``Pipeline.run`` after checking once at its start).  Both are lazy
+      expressions (a window over ``id``): an expression stage stays lazy, and a run never reads its ids twice.
+    - A frame that fits no table raises ``InputDataError`` with the columns each table needs.
     """
-    eager = isinstance(lf, pl.DataFrame)
     schema = lf.schema if isinstance(lf, pl.DataFrame) else lf.collect_schema()
     frame = lf.lazy() if isinstance(lf, pl.DataFrame) else lf
     has_id = "id" in schema and schema["id"] == pl.String
-    computed = False
+    if has_id and "source" in schema and not check_ids:
+        return frame
+    try:
+        table = detect_table(schema)
+    except InputDataError as exc:
+        raise InputDataError(f"{exc}; build the frame with those columns, or read a file with curate.read") from None
     if not (has_id and "source" in schema):
-        try:
-            table = detect_table(schema)
-        except InputDataError as exc:
-            raise InputDataError(f"{exc}; build the frame with those columns, or read a file with curate.read") \
-                from None
         casts = []
         for column in CONTENT_COLUMNS[table]:
             if schema[column] != TABLES[table][column]:
@@ -221,41 +219,27 @@ def canonical(
             frame = frame.with_columns(casts)
         if "source" not in schema:
             frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("source"))
-        if not has_id:
-            if "id" in schema:
-                raise InputDataError(f"column 'id' is {schema['id']}, not a string: drop it (curate computes "
-                                     "content ids) or cast it to a string")
-            frame = with_ids(frame, table).select("id", pl.exclude("id"))
-            computed = True
-    if isinstance(lf, pl.DataFrame) and has_id and lf.get_column("id").null_count():
-        content_id = hash_expr(content_key(detect_table(schema)))
-        frame = frame.with_columns(pl.coalesce(pl.col("id"), content_id).alias("id"))
-        computed = True
-    if computed or eager or check_ids:
-        frame = _set_aside_repeats(frame, ctx, label)
-    return frame
+    if not has_id:
+        if "id" in schema:
+            raise InputDataError(f"column 'id' is {schema['id']}, not a string: drop it (curate computes content "
+                                 "ids) or cast it to a string")
+        frame = with_ids(frame, table).select("id", pl.exclude("id"))
+    elif not (isinstance(lf, pl.DataFrame) and lf.get_column("id").null_count() == 0):
+        frame = frame.with_columns(pl.coalesce(pl.col("id"), hash_expr(content_key(table))).alias("id"))
+    return _set_aside_repeats(frame, ctx, label)
 
 
 def _set_aside_repeats(frame: pl.LazyFrame, ctx: Context, label: str) -> pl.LazyFrame:
     """``frame`` without the rows whose id an earlier row has; those go to quarantine under ``label``."""
-    ids = frame.select("id").with_row_index("_pos").collect()
-    first = pl.col("id").is_first_distinct()
-    repeats = ids.filter(~first)
-    if not repeats.height:
-        return frame
-    doubled = repeats.join(ids.filter(first).select("id", pl.col("_pos").alias("_first")), on="id")
-    numbered = frame.with_row_index("_pos")
+    flagged = frame.with_row_index("_pos").with_columns(pl.col("_pos").min().over("id").alias("_first"))
     previous = ctx.stage_label
     ctx.stage_label = label
     try:
-        ctx.quarantine(
-            numbered.join(doubled.lazy().select("_pos", "_first"), on="_pos", how="inner", maintain_order="left"),
-            pl.format("identical content to row {} (same id)", pl.col("_first") + 1),
-        )
-        ctx.count("identical_rows", repeats.height)
+        ctx.quarantine(flagged.filter(pl.col("_pos") != pl.col("_first")),
+                       pl.format("identical content to row {} (same id)", pl.col("_first") + 1))
     finally:
         ctx.stage_label = previous
-    return numbered.join(repeats.lazy().select("_pos"), on="_pos", how="anti", maintain_order="left").drop("_pos")
+    return flagged.filter(pl.col("_pos") == pl.col("_first")).drop("_pos", "_first")
 
 
 # -- recipes -------------------------------------------------------------------------------------------------
