@@ -804,9 +804,9 @@ def _ndjson_frame(texts: list[str], schema: pl.Schema | None = None) -> tuple[pl
 # missing column, an all-null one or ints next to floats need no re-read: the final concatenation casts
 # them, as Polars does when it reads the whole file.
 #
-# Not reproduced: nested values Polars cannot read together at all (a number in one line, an object in
-# another, under the same nested key).  The whole-file path then splits the file in halves until each part
-# reads, so its result depends on where those lines sit; blocks give such a field the type text.
+# Nested values Polars cannot read together at all (a number in one line, an object in another, under the
+# same nested key) become text on both paths: blocks through the merged schema, the whole-file path by
+# reading its lines again under the merged types of the halves it split them into (``_ndjson_frame``).
 
 
 @dataclass
