@@ -220,12 +220,12 @@ def dedup(run_dir: Path, manifest: dict[str, Any], data: pl.LazyFrame | None) ->
         return "dedup", "Deduplication", none("No dedup stage in this run.")
     body = table(["stage", "note", "value"], [[s["label"], k, v] for s in stages for k, v in s["notes"].items()
                                                if isinstance(v, int | float) and not isinstance(v, bool)])
-    shown = []  # (stage label, quarantined row, id of the kept row its reason names)
+    shown = []  # (stage label, quarantined row, id of the kept row: duplicate_of, else the one its reason names)
     for s in stages:
-        q = _scan(run_dir / "quarantine" / f"{s['label']}.parquet")
-        if q is not None:
-            shown += [(s["label"], rec, (_ID.findall(rec["reason"] or "") or [None])[-1])
-                      for rec in q.head(_EXAMPLES).collect().iter_rows(named=True)]
+        path = run_dir / "quarantine" / f"{s['label']}.parquet"
+        if path.is_file():
+            shown += [(s["label"], rec, rec["duplicate_of"] or (_ID.findall(rec["reason"] or "") or [None])[-1])
+                      for rec in scan_quarantine(path).head(_EXAMPLES).collect().iter_rows(named=True)]
     kept_ids = [kept_id for _, _, kept_id in shown if kept_id]
     by_id = {}
     if data is not None and "id" in _columns(data) and kept_ids:  # read the few kept rows shown, not the output
