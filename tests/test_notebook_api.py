@@ -122,3 +122,24 @@ def test_progress_without_ipywidgets_is_plain_text_and_silent(tmp_path: Path) ->
                           cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1/1" in done.stderr  # the text bar
+
+
+@pytest.mark.parametrize(("reason", "code"), [
+    ("instructions_alpaca.jsonl, row 44: malformed JSON: Expecting ',' delimiter (char 73)", "malformed_json"),
+    ("data.jsonl, row 63: column 'output': expected a non-empty string, got an empty string", "invalid_field"),
+    ("identical content to instructions_alpaca.jsonl row 78 (same id)", "exact_duplicate"),
+    ("near duplicate (minhash, jaccard 0.86) of 45158fb7a5c835cbe1a9f57ed8eb6114", "near_duplicate"),
+    ("response shorter than 2 chars", "too_short"),
+    ("instruction too short (4 < 8 chars)", "too_short"),
+    ("truncated response (no end-of-sentence punctuation)", "truncated"),
+    ("subsample deita: too similar to 0123 (cos 0.93)", "too_similar"),
+    ("subsample deita: not in top 3", "not_selected"),
+    ("reward_augment: equal scores (3.0 == 3.0), twins would contradict", "tied_scores"),
+    ("contaminated: matches mt_bench item 81 (prompt of row; cos 0.97, 13-gram overlap 0.5)", "contaminated"),
+    ("wrong language: messages[2]: identified as en", "wrong_language"),
+    ("", "other"),
+])
+def test_reason_codes(reason: str, code: str) -> None:
+    from curate.pipeline import reason_code
+
+    assert pl.select(reason_code(pl.lit(reason))).item() == code
