@@ -19,8 +19,11 @@ See docs/architecture.md ("Table contracts").
 from __future__ import annotations
 
 import fnmatch
+import gzip
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
@@ -254,14 +257,16 @@ def recipe_input(recipe: Any, origin: str = "") -> tuple[str, dict[str, pl.DataT
     prefix = f"{origin}: " if origin else ""
     found: list[tuple[str, str, str]] = []
     columns: dict[str, pl.DataType | None] = {}
-    for spec in recipe.input:
-        path = recipe.resolve(spec.path)
-        if not path.exists():
-            raise InputDataError(f"{prefix}input {spec.path!r} not found (looked at {path})")
-        data = load(path, spec.adapter, options=spec.options, source=spec.source)
-        for column, dtype in schema_columns(data.frame.collect_schema()).items():
-            columns.setdefault(column, dtype)
-        found.append((spec.path, data.adapter, data.table))
+    with tempfile.TemporaryDirectory(prefix="curate-validate-") as scratch:
+        for spec in recipe.input:
+            path = recipe.resolve(spec.path)
+            if not path.exists():
+                raise InputDataError(f"{prefix}input {spec.path!r} not found (looked at {path})")
+            data = load(_head_of(path, Path(scratch)), spec.adapter, options=spec.options,
+                        source=spec.source)
+            for column, dtype in schema_columns(data.frame.collect_schema()).items():
+                columns.setdefault(column, dtype)
+            found.append((spec.path, data.adapter, data.table))
     if len({table for _, _, table in found}) > 1:
         each = "; ".join(f"{path} ({adapter} adapter) gives a {table} table" for path, adapter, table in found)
         raise InputDataError(
@@ -271,6 +276,32 @@ def recipe_input(recipe: Any, origin: str = "") -> tuple[str, dict[str, pl.DataT
         )
     lines = [f"input {path}: adapter {adapter} -> {table} table" for path, adapter, table in found]
     return found[0][2], columns, lines
+
+
+#: Line-based inputs larger than this are validated on their first lines (:func:`_head_of`).
+HEAD_BYTES = 4 << 20
+
+
+def _head_of(path: Path, scratch: Path) -> Path:
+    """``path``, or for a JSONL/CSV/TSV file (``.gz`` too) larger than :data:`HEAD_BYTES`, a copy of its first
+    whole lines up to that size in ``scratch``: the columns (and, nearly always, their types) are those of the
+    whole file, and validating a 10 GB input takes a moment instead of a full read."""
+    from curate.io.readers import format_of
+
+    gz = path.suffix.lower() == ".gz"
+    if not path.is_file() or format_of(path) not in ("jsonl", "csv", "tsv") or (
+            not gz and path.stat().st_size <= HEAD_BYTES):
+        return path
+    with (gzip.open(path, "rb") if gz else path.open("rb")) as fh:
+        head = fh.read(HEAD_BYTES)
+        if len(head) < HEAD_BYTES:
+            return path  # a small file compressed: read it whole
+    cut = head.rfind(b"\n")
+    if cut <= 0:
+        return path  # one line longer than the head: the reader's own limits decide
+    copy = scratch / path.name.removesuffix(".gz").removesuffix(".GZ")
+    copy.write_bytes(head[: cut + 1])
+    return copy
 
 
 def recipe_problems(recipe: Any, table: str, columns: Columns) -> tuple[list[str], str]:

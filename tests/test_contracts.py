@@ -348,3 +348,22 @@ def test_declared_columns_of_model_stages(tiny_llm_path: Path, encoder) -> None:
     audit = Audit(references=[str(ref)])
     _, _, declared = check_chain([audit], "conversation", schema_columns(conversation.collect_schema()))
     assert set(audit(conversation, ctx).collect_schema().names()) == set(declared)
+
+
+def test_validate_reads_only_the_first_lines_of_a_large_input(tmp_path: Path) -> None:
+    """A 5 MB JSONL (and its .gz) is validated on its first 4 MB of lines: the last line, the only one with a
+    ``messages`` column (which a whole read would detect as the openai format), is not read."""
+    import gzip
+
+    line = json.dumps({"instruction": "Explain the water cycle. " * 20, "output": "Water evaporates. " * 20}) + "\n"
+    last = json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n"
+    body = line * (5 * 2**20 // len(line) + 1) + last
+    (tmp_path / "big.jsonl").write_text(body)
+    (tmp_path / "big.jsonl.gz").write_bytes(gzip.compress(body.encode(), compresslevel=1))
+    for name in ("big.jsonl", "big.jsonl.gz"):
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(f"name: r\ninput: {name}\nstages:\n  - exact_dedup: {{keep: 'highest:nope'}}\n")
+        one_line(invoke("validate", str(recipe)), 2, "stage 1 exact_dedup", "no column 'nope'")
+        recipe.write_text(f"name: r\ninput: {name}\nstages:\n  - exact_dedup: {{}}\n")
+        result = invoke("validate", str(recipe))
+        assert result.exit_code == 0 and "adapter alpaca -> conversation table" in result.output, result.output
