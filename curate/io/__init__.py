@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from curate.io.adapters import ADAPTERS, adapt, detect_adapter
 from curate.io.loading import Loaded, load, read
-from curate.io.readers import RawInput, read_raw
+from curate.io.readers import Limits, RawInput, read_raw
 
-__all__ = ["ADAPTERS", "Loaded", "RawInput", "adapt", "detect_adapter", "load", "read", "read_raw"]
+__all__ = ["ADAPTERS", "Limits", "Loaded", "RawInput", "adapt", "detect_adapter", "load", "read", "read_raw"]
