@@ -155,18 +155,6 @@ def test_failed_run_keeps_the_previous_output_published(tmp_path: Path) -> None:
     assert pl.read_parquet(run / "data" / "conversation.parquet").height == 21
 
 
-def test_failed_run_in_a_later_stage_records_that_stage(tmp_path: Path) -> None:
-    (tmp_path / "in.jsonl").write_text(GOOD)
-    path = tmp_path / "r.yaml"  # the output is a conversation table, the recipe demands preference
-    path.write_text("name: r\ninput: in.jsonl\noutput: {table: preference}\nstages:\n  - filter: {}\n")
-    run = tmp_path / "run"
-    result = invoke("run", str(path), "--out", str(run), "--quiet")
-    assert result.exit_code == 2
-    m = manifest(run)
-    assert m["status"] == "failed" and m["error"]["stage"] == "publish" and m["error"]["exit_code"] == 2
-    assert [s["label"] for s in m["stages"]] == ["00-read", "01-filter"]
-
-
 # -- item 7: --debug shows the traceback and keeps the exit code -----------------------------------------
 
 @pytest.mark.parametrize("case", ["recipe", "input", "environment"])
@@ -251,7 +239,7 @@ def test_read_only_filesystem_exit_8_output_intact(tmp_path: Path, tmpfs: Path) 
     assert snapshot(run) == before
 
 
-def test_immutable_cache_folder_exit_8_names_it(tmp_path: Path) -> None:
+def test_immutable_cache_folder_exit_8_names_it_in_a_later_stage(tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text(GOOD)
     path = recipe(tmp_path, "in.jsonl", "alpaca")
     run = tmp_path / "run"
@@ -260,8 +248,8 @@ def test_immutable_cache_folder_exit_8_names_it(tmp_path: Path) -> None:
     stages = run / "cache" / "stages"
     if subprocess.run(["chattr", "+i", str(stages)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not supported on this filesystem")
-    try:
-        big_input(tmp_path / "in.jsonl", rows=50)  # new input: a new read stage folder must be created
+    try:  # read and filter are cached; the added stage must create its folder in the immutable one
+        path.write_text(path.read_text() + "  - exact_dedup: {}\n")
         result = invoke("run", str(path), "--out", str(run), "--quiet")
     finally:
         subprocess.run(["chattr", "-i", str(stages)], check=True)
@@ -270,7 +258,8 @@ def test_immutable_cache_folder_exit_8_names_it(tmp_path: Path) -> None:
     assert "Operation not permitted (EPERM)" in line and str(stages) in line, line
     assert snapshot(run / "data") == published
     m = manifest(run)
-    assert m["status"] == "failed" and m["error"]["exit_code"] == 8 and m["last_success"] == good
+    assert m["status"] == "failed" and m["error"]["exit_code"] == 8 and m["error"]["stage"] == "02-exact_dedup"
+    assert [s["label"] for s in m["stages"]] == ["00-read", "01-filter"] and m["last_success"] == good
     assert temp_names(run) == []
 
 
