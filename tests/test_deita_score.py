@@ -194,7 +194,7 @@ def test_openai_backend_matches_transformers(tiny_llm_path: Path, tmp_path: Path
         stage = DeitaScore(top_logprobs=200)  # the whole distribution's digits, not just the top 20
         instruction, response = "Hi", "Hello!"
         convs = [scoring.complexity_prompt(instruction), scoring.quality_prompt(instruction, response)]
-        by_hand = [scoring.expected_score(g[0].logprobs)[0] for g in local.chat(convs, stage.sampling(["x"]))]
+        by_hand = [scoring.expected_score(g[0].logprobs)[0] for g in local.chat(convs, stage.sampling(["x", "y"]))]
         got = [chat_only["deita_complexity_turns"][1][0], chat_only["deita_quality_turns"][1][0]]
         assert [g is None for g in got] == [b is None for b in by_hand]
         assert [g for g in got if g is not None] == pytest.approx([b for b in by_hand if b is not None], abs=1e-4)
