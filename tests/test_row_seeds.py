@@ -214,3 +214,20 @@ def test_seeds_per_prompt() -> None:
     assert row_seed(3, "abc", "response 0") == row_seed(3, "abc", "response 0")
     assert len({row_seed(3, "abc"), row_seed(4, "abc"), row_seed(3, "abd"), row_seed(3, "abc", 1)}) == 4
     assert 0 <= row_seed(3, "abc") < 2**31 - 1
+
+
+def test_magpie_samples_do_not_depend_on_batch_size(tiny_llm_path: Path) -> None:
+    """Magpie's samples have no input row: each is seeded from its sample id (its number within ``count``), so
+    batches of 3 and one batch of 8 sample the same instructions and responses."""
+    from curate import Context
+    from curate.stages import Magpie
+
+    llm = load_llm({"backend": "transformers", "path": str(tiny_llm_path)})
+    outs = []
+    for batch_size in (3, 8):
+        ctx = Context.ephemeral()
+        ctx.models.register("gen", llm, spec={"backend": "transformers", "path": str(tiny_llm_path)})
+        stage = Magpie(count=8, batch_size=batch_size, instruction_max_tokens=8, response_max_tokens=6,
+                       response_temperature=1.0, drop_truncated=False, min_chars=1)
+        outs.append(stage(pl.LazyFrame({"x": [1]}), ctx).collect())
+    assert outs[0].height > 0 and outs[0].equals(outs[1])
