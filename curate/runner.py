@@ -331,6 +331,9 @@ class Runner:
         started = time.perf_counter()
         with checkpoint.RunLock(self.run_dir), self._failure_record(started):
             self._phase = "00-read"
+            # What a killed run left (.NAME.tmp-PID, .staging-PID; a published folder caught between its two
+            # renames is put back): the lock proves its writer is gone.
+            checkpoint.remove_temp_files(self.run_dir)
             if not self.resume and (self.run_dir / "cache").exists():
                 shutil.rmtree(self.run_dir / "cache")
             self._emit("run_start", recipe=self.recipe.name, run_dir=str(self.run_dir))
