@@ -459,6 +459,7 @@ class Runner:
                     error = type(error)(f"stage {self._phase}, writing under {self.run_dir / 'cache'} or the "
                                         f"system temporary folder: {error}")
             self._publish_failure(error, started)
+            self._emit("run_failed", stage=self._phase, error=str(error), exit_code=getattr(error, "exit_code", 1))
             if error is exc:
                 raise
             raise error from exc

@@ -115,6 +115,9 @@ def test_every_row_bad_publishes_quarantine_and_failed_manifest(tmp_path: Path, 
     # report: one clear line; gc: works on the failed manifest
     report = invoke("report", str(run))
     assert report.exit_code == 3 and "the last run failed in stage 00-read (exit 3)" in one_line(report)
+    logged = invoke("run", str(recipe(tmp_path, data, adapter)), "--out", str(run), "--log-json")
+    event = json.loads(logged.stdout.strip().splitlines()[-1])  # what a scheduler reading JSON lines sees
+    assert event["event"] == "run_failed" and event["exit_code"] == logged.exit_code == 3
     assert invoke("gc", str(run)).exit_code == 0
 
 
