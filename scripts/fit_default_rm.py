@@ -24,6 +24,7 @@ import polars as pl
 
 from curate.reward.embedding_rm import (
     DEFAULT_DIR,
+    DEFAULT_FEATURES,
     HELDOUT_FRACTION,
     HELDOUT_SALT,
     EmbeddingRewardModel,
@@ -44,7 +45,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DEFAULT_DIR)
     ap.add_argument("--cache", type=Path, default=Path(".curate-cache"))
     ap.add_argument("--head", default="linear")
-    ap.add_argument("--features", default="joint")
+    ap.add_argument("--features", default=",".join(DEFAULT_FEATURES))
     ap.add_argument("--members", type=int, default=5)
     ap.add_argument("--oasst", action="store_true", help="add OASST ranked sibling pairs to the training rows")
     args = ap.parse_args()
@@ -89,7 +90,8 @@ def main() -> None:
     (args.out / "README.md").write_text(render_card(meta))
     summary = {"cv": card["cv"], "heldout": meta["heldout"], "train_pairs": card["train"]["pairs"],
                "fit_seconds": card["fit_seconds"], "encode_seconds": card["encode_seconds"],
-               "bytes": sum(p.stat().st_size for p in args.out.iterdir()), "mean_margin": float(np.mean(prob))}
+               "bytes": sum(p.stat().st_size for p in args.out.iterdir()),
+               "mean_prob_chosen": round(float(np.mean(prob)), 4)}
     print(json.dumps(summary))
 
 

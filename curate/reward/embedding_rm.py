@@ -20,7 +20,7 @@ below are encoded through curate's embedding cache (:func:`curate.embed.cache.em
 distinct text per encoder, ever), so refitting or rescoring with cached vectors encodes nothing and does not
 even load the encoder.  Parts, concatenated in order:
 
-- ``joint``: e(last user turn + blank line + response): the response read in the light of what was asked.
+- ``joint``: e(last user turn + newline + response): the response read in the light of what was asked.
   The last turn, not the whole conversation: MiniLM reads 256 word pieces and a long transcript would push
   the response out of its window.
 - ``response``: e(response).
@@ -55,7 +55,7 @@ KIND = "embedding-rm"
 #: The folder shipped in the package (``path: default``).
 DEFAULT_DIR = Path(__file__).parent / "default_rm"
 FEATURE_PARTS = ("joint", "response", "prompt", "product")
-DEFAULT_FEATURES = ("joint",)
+DEFAULT_FEATURES = ("joint", "response")
 #: Share of prompts :func:`heldout_mask` keeps out, and the salt of its hash (changing either changes the split).
 HELDOUT_FRACTION = 0.2
 HELDOUT_SALT = "curate-embedding-rm-heldout-v1"
@@ -93,7 +93,7 @@ def feature_texts(parts: Sequence[str], prompts: Sequence[Sequence[Message]], re
     need = set(parts)
     out: dict[str, list[str]] = {}
     if "joint" in need:
-        out["joint"] = [f"{last_user(p)}\n\n{r}" for p, r in zip(prompts, responses, strict=True)]
+        out["joint"] = [f"{last_user(p)}\n{r}" for p, r in zip(prompts, responses, strict=True)]
     if need & {"response", "product"}:
         out["response"] = [r or "" for r in responses]
     if need & {"prompt", "product"}:
