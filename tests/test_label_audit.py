@@ -58,7 +58,8 @@ def test_registered_and_validation() -> None:
     assert STAGES["label_audit"] is LabelAudit
     for bad in ({"mode": "fix"}, {"threshold": 1.0}, {"threshold": 0.0}, {"fraction": 0.0}, {"fraction": 1.5},
                 {"threshold": 0.7, "fraction": 0.1}, {"folds": 1}, {"members": 0}, {"head": "tree"},
-                {"folds": 10, "min_rows": 15}, {"unknown": 1}):
+                {"folds": 10, "min_rows": 15}, {"unknown": 1}, {"hyper": {"gamma": 1.0}},
+                {"head": "mlp", "hyper": {"C": 0.1}}):
         with pytest.raises(ValidationError):
             LabelAudit(**bad)
     assert "Wang et al. 2024" in LabelAudit.paper and "cross-fitting" in (LabelAudit.__doc__ or "")
@@ -74,7 +75,8 @@ def test_top_fraction_counts_and_ties() -> None:
 def test_non_preference_table_is_a_clear_error(encoder: Any) -> None:
     conv = conform(pl.DataFrame({"messages": [[{"role": "user", "content": "hi"},
                                                {"role": "assistant", "content": "hello"}]]}).lazy(), "conversation")
-    with pytest.raises(InputDataError, match=r"label_audit needs a preference table .* got a conversation table"):
+    expected = r"label_audit: takes a preference table, but a conversation table .*the pairs stage"
+    with pytest.raises(InputDataError, match=expected):
         LabelAudit()(conv, ctx_with(encoder))
 
 
@@ -85,22 +87,28 @@ def test_too_few_pairs_is_a_clear_error(hh: pl.DataFrame, encoder: Any) -> None:
 
 @pytest.mark.slow
 def test_planted_flips_score_higher(hh: pl.DataFrame, encoder: Any) -> None:
-    """Flip a seeded 20%: the audit must rank them above the rest, by a margin chance does not reach."""
+    """Flip a seeded 20%, six times: the audit must rank the planted flips above the other pairs by a margin a
+    score that ignores the labels does not reach.  (300 pairs make a weak reward model: one planting's AUROC
+    ranges 0.53-0.63; benchmarks/label_noise.py measures the whole set.)"""
     from sklearn.metrics import roc_auc_score
 
-    planted = np.zeros(hh.height, bool)
-    planted[np.random.default_rng(7).choice(hh.height, hh.height // 5, replace=False)] = True
-    out, ctx = audit(flip(hh, planted), encoder)
-    p = out.get_column("label_flip_p").to_numpy()
-    assert out.get_column("id").to_list() == hh.get_column("id").to_list()
-    assert ((p >= 0) & (p <= 1)).all()
-    # With 60 planted rows and this spread of p, a score that ignores the planting gives |difference| of a
-    # few hundredths at most and an AUROC near 0.5 (a random score's is 0.5 +- 0.04 here).
-    assert p[planted].mean() - p[~planted].mean() > 0.04
-    assert roc_auc_score(planted, p) > 0.62
+    aurocs, higher = [], 0
+    for seed in range(6):
+        planted = np.zeros(hh.height, bool)
+        planted[np.random.default_rng(seed + 7).choice(hh.height, hh.height // 5, replace=False)] = True
+        out, ctx = audit(flip(hh, planted), encoder)
+        p = out.get_column("label_flip_p").to_numpy()
+        assert out.get_column("id").to_list() == hh.get_column("id").to_list()
+        assert ((p > 0) & (p < 1)).all()
+        aurocs.append(roc_auc_score(planted, p))
+        higher += p[planted].mean() > p[~planted].mean()
+    # A label-blind score has AUROC 0.5 with a standard error of about 0.04 per planting (60 vs 240 rows),
+    # about 0.017 for the mean of six: 0.55 is three of those above chance.
+    assert np.mean(aurocs) > 0.55 and higher >= 5
     notes = ctx.stats["label_audit"]
-    assert notes["audited"] == hh.height and notes["texts_encoded"] + notes["texts_cached"] > 0
-    assert 0.0 <= notes["mean_flip_p"] <= 1.0 and notes["threshold"] == DEFAULT_THRESHOLD
+    # The sixth audit re-encodes nothing: every text of the pairs is in the vector cache.
+    assert notes["audited"] == hh.height and notes["texts_encoded"] == 0 and notes["texts_cached"] > hh.height
+    assert 0.0 < notes["mean_flip_p"] < 1.0 and notes["threshold"] == DEFAULT_THRESHOLD
     assert notes["suspects"] == int(out.get_column("label_suspect").sum())
 
 
@@ -140,12 +148,14 @@ def test_flag_drop_swap_and_fraction(hh: pl.DataFrame, encoder: Any) -> None:
     assert set(dropped.get_column("id")) == set(flagged.filter(~pl.col("label_suspect")).get_column("id"))
     quarantine = ctx.quarantine_frame()
     assert quarantine.height == suspect.sum() and ctx.stats["label_audit"]["dropped"] == suspect.sum()
+    assert (quarantine.get_column("code") == "label_suspect").all()
     reasons = dict(zip(quarantine.get_column("id"), quarantine.get_column("reason"), strict=True))
     for row in flagged.filter(pl.col("label_suspect")).iter_rows(named=True):
         assert reasons[row["id"]] == f"label suspect: P(flipped) {round(row['label_flip_p'], 3)}"
 
-    swapped, ctx = audit(scored, encoder, mode="swap", threshold=0.6)
-    expect = p > 0.6
+    cut = round(float(np.quantile(p, 0.8)), 4)
+    swapped, ctx = audit(scored, encoder, mode="swap", threshold=cut)
+    expect = p > cut
     assert 0 < expect.sum() < hh.height and ctx.stats["label_audit"]["swapped"] == expect.sum()
     assert swapped.get_column("label_swapped").to_numpy().tolist() == expect.tolist()
     for k, (orig, new) in enumerate(zip(scored.iter_rows(named=True), swapped.iter_rows(named=True), strict=True)):
