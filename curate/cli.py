@@ -580,6 +580,9 @@ def rm_fit(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Model folder to write (rm.json, weights.npz, README.md)."),
     encoder: str = typer.Option("default", "--encoder", help="Sentence-transformers folder, or 'default' (MiniLM)."),
     head: str = typer.Option("linear", "--head", help="linear | mlp"),
+    features: str = typer.Option("joint,response", "--features",
+                                 help="Comma-separated parts: joint (last user turn + response), response, prompt, "
+                                      "product (prompt * response)."),
     ensemble: int = typer.Option(5, "--ensemble", min=1, help="Ensemble members (bootstrap resamples)."),
     folds: int = typer.Option(5, "--folds", min=2, help="Cross-validation folds (grouped by prompt)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the folds, resamples and MLP init."),
@@ -592,7 +595,7 @@ def rm_fit(
 
     def action() -> None:
         from curate.errors import RecipeError
-        from curate.reward.embedding_rm import fit_embedding_rm, load_pairs
+        from curate.reward.embedding_rm import check_features, fit_embedding_rm, load_pairs
 
         if head not in ("linear", "mlp"):
             raise RecipeError(f"--head must be linear or mlp, got {head!r}")
@@ -603,8 +606,12 @@ def rm_fit(
         spec = {"backend": "sentence-transformers", "path": encoder}
         desc = (f"{info['pairs']} pairs from {labelled.name} ({info['adapter']} adapter; {info['rejected']} rows "
                 f"rejected by the adapter{'; first ' + str(limit) + ' pairs' if limit else ''})")
-        card = fit_embedding_rm(pairs, out_dir, encoder=spec, head=head, members=ensemble, folds=folds, seed=seed,
-                                cache_dir=cache, description=desc)
+        try:
+            parts = check_features([p.strip() for p in features.split(",") if p.strip()])
+        except ValueError as exc:
+            raise RecipeError(f"--features: {exc}") from None
+        card = fit_embedding_rm(pairs, out_dir, encoder=spec, features=parts, head=head, members=ensemble,
+                                folds=folds, seed=seed, cache_dir=cache, description=desc)
         cv = card["cv"]
         out.print(f"{folds}-fold accuracy {cv['accuracy']:.3f} (95% CI {cv['ci95'][0]:.3f}-{cv['ci95'][1]:.3f}); "
                   f"fit {card['fit_seconds']:.1f} s, cross-validation {card['cv_seconds']:.1f} s, "
