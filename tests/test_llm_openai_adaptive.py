@@ -29,7 +29,9 @@ def serve(local, **kw) -> OpenAICompatServer:
 
 
 def client(server: OpenAICompatServer, tmp_path: Path, **spec) -> OpenAIBackend:
-    base = {"backend": "openai", "base_url": server.base_url, "model": "tiny", "backoff": 0.01, "timeout": 4.0,
+    # 10 s: far above a real answer with 8 queued on the serial model of a loaded machine (an answer timing out
+    # would add a timeout and a halving the counts below do not expect); the hung requests cost that once.
+    base = {"backend": "openai", "base_url": server.base_url, "model": "tiny", "backoff": 0.01, "timeout": 10.0,
             "max_retries": 4, "concurrency": 8, "cache": False}
     return load_llm({**base, **spec}, base_dir=tmp_path)
 
