@@ -442,7 +442,8 @@ class RayExecutor:
         label, seed = ctx.stage_label, ctx.seed
 
         def run_block(block: pl.DataFrame) -> pl.DataFrame:
-            local = Context.ephemeral(seed=seed, stage_label=label)
+            # A block of the run's rows: their ids are unique since the read stage (no repeated-id check).
+            local = Context.ephemeral(seed=seed, stage_label=label, trusted_ids=True)
             try:
                 data = stage(block.lazy(), local).collect()
                 quarantine = [q.collect() for q in local.take_quarantine()]
