@@ -263,6 +263,21 @@ def test_cli_reward_model_judge(tmp_path: Path) -> None:
     assert rm["swap_consistency"] is None and rm["position_bias"] is None
 
 
+@pytest.mark.slow
+def test_cli_default_embedding_rm_on_held_out_pairs(shared_data: Path, tmp_path: Path) -> None:
+    from curate.reward.embedding_rm import heldout_mask
+
+    hh = _hh_pairwise_file(shared_data, tmp_path / "hh.jsonl", n=400)
+    rows = [json.loads(line) for line in hh.read_text().splitlines()]
+    held = [r for r, keep in zip(rows, heldout_mask([r["prompt"] for r in rows]), strict=True) if keep]
+    path = write_jsonl(tmp_path / "held.jsonl", held)  # never trained on: the default RM's held-out prompts
+    done = curate("judge-eval", str(path), "--json", "--judge", "rm:default", "--judge", "random")
+    assert done.returncode == 0, done.stderr
+    rm = json.loads(done.stdout)["judges"][0]
+    assert rm["name"] == "rm:default" and rm["n"] == len(held) > 40 and rm["calls"] == 2 * len(held)
+    assert rm["decided"] == 1.0 and rm["agreement_ci"][0] <= rm["agreement"] <= rm["agreement_ci"][1]
+
+
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     path = _small_file(tmp_path)
     bad = curate("judge-eval", str(path), "--judge", "gpt9")

@@ -146,7 +146,7 @@ class EmbeddingRMJudge(PairJudge):
         mean, std = rm.score(prompts + prompts, texts, cache_dir=ctx.cache_dir / "embedding-rm")
         n = pairs.height
         a, b = [float(x) for x in mean[:n]], [float(x) for x in mean[n:]]
-        return Verdicts(_by_score(a, b), calls=None,
+        return Verdicts(_by_score(a, b), calls=len(texts),
                         columns={"score_a": a, "score_b": b, "std_a": [float(x) for x in std[:n]],
                                  "std_b": [float(x) for x in std[n:]]})
 
