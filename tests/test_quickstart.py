@@ -24,7 +24,7 @@ def test_quickstart_makes_trl_ready_pairs_and_reruns_for_free(tmp_path: Path) ->
     first_s = time.perf_counter() - started
     assert first.table == "preference"
     assert [s.name for s in first.stages] == ["read", "magpie", "filter", "minhash_dedup", "respond", "judge",
-                                             "pairs"]
+                                             "reward_score", "pairs"]
     for before, after in zip(first.stages[1:], first.stages[2:], strict=False):
         assert after.rows_in == before.rows_out
     ds = datasets.load_dataset("parquet", data_files=str(first.output))["train"]
@@ -32,6 +32,8 @@ def test_quickstart_makes_trl_ready_pairs_and_reruns_for_free(tmp_path: Path) ->
     for row in ds:
         assert row["prompt"][-1]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
         assert row["score_chosen"] > row["score_rejected"]
+        # Pairs are ranked by the shipped embedding RM (ensemble mean); its disagreement comes along.
+        assert row["reward_std_chosen"] > 0 and row["reward_std_rejected"] > 0
 
     started = time.perf_counter()
     second = run_recipe(ROOT / "recipes" / "quickstart.yaml", tmp_path / "run", overrides=overrides)
