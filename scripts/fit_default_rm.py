@@ -6,7 +6,9 @@ turn is empty are rejected by the adapter), minus the held-out prompts: :func:`c
 heldout_mask` (xxh3-64 of the salted rendered prompt, 20% of prompts) marks the rows no shipped model trains on,
 so ``judge-eval`` and the benchmarks evaluate it on rows it never saw (build the same file with
 :func:`curate.reward.embedding_rm.default_heldout_pairs`).  With ``--oasst`` the ranked sibling pairs of
-``oasst_en_100_trees/en_100_tree.jsonl`` are added to the training rows (off by default: see the card).
+``oasst_en_100_trees/en_100_tree.jsonl`` are added to the training rows.  Off by default, measured: the 754
+OASST pairs moved held-out hh accuracy from 0.630 to 0.637 (3 of 435 pairs, inside the interval) and the
+five-fold accuracy on the mix was 0.577, so the shipped model is hh-only.
 
 The card (README.md) lists the held-out source line numbers and the held-out accuracy of the fitted model.
 
@@ -63,7 +65,8 @@ def main() -> None:
         f"the held-out split: {train.height} pairs.  Held out: {held.height} pairs whose rendered prompt hashes "
         f"into the held-out {HELDOUT_FRACTION:.0%} (xxh3-64 of the salt '{HELDOUT_SALT}', a newline and the "
         "prompt, mod 10000 < 2000; `curate.reward.embedding_rm.heldout_mask`), never used for training; their "
-        f"source lines: {held_lines}."
+        f"source lines: {held_lines}.  OASST ranked pairs (scripts/fit_default_rm.py --oasst) were tried and "
+        "left out: held-out accuracy 0.637 with them vs 0.630 without, a 3-pair difference inside the interval."
     )
     if args.oasst:
         oasst, oinfo = load_pairs(args.data / "oasst_en_100_trees" / "en_100_tree.jsonl", "oasst")
