@@ -337,6 +337,7 @@ def fit_embedding_rm(
     description: str = "",
     base_dir: Path = Path("."),
     hyper: dict[str, Any] | None = None,
+    resample: str = "folds",
 ) -> dict[str, Any]:
     """Fit an embedding RM on a preference table and write its folder to ``out``; returns the card figures.
 
@@ -358,9 +359,10 @@ def fit_embedding_rm(
     encode_seconds = time.perf_counter() - started
     xc, xr = both[: len(chosen)], both[len(chosen):]
     groups = np.array([xxhash.xxh3_64_intdigest(render_prompt(p).encode()) for p in prompts], dtype=np.uint64)
-    cv = cross_val_accuracy(xc, xr, folds=folds, seed=seed, groups=groups, head=head, members=members, **hyper)
+    cv = cross_val_accuracy(xc, xr, folds=folds, seed=seed, groups=groups, head=head, members=members,
+                            resample=resample, **hyper)
     started = time.perf_counter()
-    model = fit_bt(xc, xr, head=head, members=members, seed=seed, **hyper)
+    model = fit_bt(xc, xr, head=head, members=members, seed=seed, resample=resample, **hyper)
     fit_seconds = time.perf_counter() - started
     train_acc = float((model.prob_chosen(xc, xr) > 0.5).mean())
     out = Path(out)
@@ -375,6 +377,7 @@ def fit_embedding_rm(
         "head": head,
         "hyper": {k: v for k, v in model.hyper.items()},
         "members": members,
+        "resample": resample,
         "seed": seed,
         "train": {"pairs": len(chosen), "hash": data_hash(prompts, chosen, rejected), "description": description},
         "cv": {"folds": folds, "grouped_by": "prompt", "accuracy": round(cv["accuracy"], 4),
@@ -390,6 +393,9 @@ def fit_embedding_rm(
     }
 
 
+_RESAMPLE_TEXT = {"folds": "each member fitted on all but one of as many folds", "bootstrap": "bootstrap resamples"}
+
+
 def card(meta: dict[str, Any]) -> str:
     """The model card (README.md of the folder) from its rm.json."""
     cv = meta["cv"]
@@ -399,10 +405,11 @@ def card(meta: dict[str, Any]) -> str:
     lines = [
         "# Embedding reward model",
         "",
-        f"A Bradley-Terry `{meta['head']}` head ({meta['members']}-member bootstrap ensemble) on frozen "
-        f"{enc_name} vectors (features: {', '.join(meta['features'])}; {meta['feature_dim']} inputs), after "
-        "Sun et al. 2025, \"Reusing Embeddings\". Fitted by `curate rm fit` (curate "
-        f"{meta['curate_version']}).",
+        f"A Bradley-Terry `{meta['head']}` head ({meta['members']}-member ensemble, "
+        f"{_RESAMPLE_TEXT.get(meta.get('resample', 'bootstrap'), '')}) on frozen {enc_name} vectors (features: "
+        f"{', '.join(meta['features'])}; {meta['feature_dim']} inputs), after Sun et al. 2025, \"Reusing "
+        f"Embeddings\". Fitted with `curate.reward.embedding_rm.fit_embedding_rm` (what `curate rm fit` runs; "
+        f"curate {meta['curate_version']}).",
         "",
         "## Training data",
         "",
