@@ -578,7 +578,9 @@ def rm_fit(
     labelled: Path = typer.Argument(..., help="A preference file curate reads (preference, pairwise, hh-rlhf, "
                                               "or scored/ranked candidates)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Model folder to write (rm.json, weights.npz, README.md)."),
-    encoder: str = typer.Option("default", "--encoder", help="Sentence-transformers folder, or 'default' (MiniLM)."),
+    encoder: str = typer.Option("default", "--encoder",
+                                help="Sentence-transformers folder, 'default' (MiniLM), or an embed spec as JSON "
+                                     "('{\"path\": \"default\", \"normalize\": false}')."),
     head: str = typer.Option("linear", "--head", help="linear | mlp"),
     features: str = typer.Option("joint,response", "--features",
                                  help="Comma-separated parts: joint (last user turn + response), response, prompt, "
@@ -603,7 +605,13 @@ def rm_fit(
         out.print(f"read {info['rows']} rows from {labelled} ({info['adapter']} adapter, {info['table']} table); "
                   f"{info['rejected']} rejected" + (f" (first: {info['first_rejected']})" if info["rejected"] else "")
                   + f"; {info['pairs']} pairs", highlight=False)
-        spec = {"backend": "sentence-transformers", "path": encoder}
+        if encoder.lstrip().startswith("{"):
+            try:
+                spec = {"backend": "sentence-transformers", **json.loads(encoder)}
+            except json.JSONDecodeError as exc:
+                raise RecipeError(f"--encoder: not a JSON object ({exc})") from None
+        else:
+            spec = {"backend": "sentence-transformers", "path": encoder}
         desc = (f"{info['pairs']} pairs from {labelled.name} ({info['adapter']} adapter; {info['rejected']} rows "
                 f"rejected by the adapter{'; first ' + str(limit) + ' pairs' if limit else ''})")
         try:

@@ -46,8 +46,9 @@ import polars as pl
 import xxhash
 
 from curate.embed.cache import cache_dir_for, embed_texts
+from curate.embed.encoder import _SPEC_KEYS as ENCODER_KEYS
 from curate.embed.encoder import DEFAULT_SPEC, Encoder, _model_identity, default_model_path, load_encoder
-from curate.errors import InputDataError, ModelError
+from curate.errors import InputDataError, ModelError, RecipeError
 from curate.reward.bradley_terry import BTEnsemble, cross_val_accuracy, fit_bt
 from curate.reward.model import folder_identity
 
@@ -129,6 +130,9 @@ class LazyEncoder:
     _loaded: Encoder | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        unknown = set(self.spec) - ENCODER_KEYS
+        if unknown:
+            raise RecipeError(f"encoder spec: unknown key(s) {sorted(unknown)} (known: {sorted(ENCODER_KEYS)})")
         path = _encoder_path(self.spec, self.base_dir)
         if not path.is_dir():
             raise ModelError(f"{path}: embedding model folder not found (encoder of an embedding reward model)")
