@@ -3,6 +3,7 @@ a Pipeline display of non-default parameters, ``curate.read`` that can set bad r
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -118,8 +119,9 @@ def test_progress_without_ipywidgets_is_plain_text_and_silent(tmp_path: Path) ->
         assert out.height == 1
         assert not caught, [str(w.message) for w in caught]
     """))
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}  # `curate run` in this process sets it
     done = subprocess.run([sys.executable, "-W", "error", str(script)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+                          cwd=ROOT, timeout=120, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1/1" in done.stderr  # the text bar
 
