@@ -60,7 +60,7 @@ def test_sigkill_during_embedding_resumes_with_only_the_rest(shared_data: Path, 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: embed_kill\non_error: quarantine\ninput: {path: in.jsonl, adapter: alpaca}\n"
                       "stages:\n  - embed_dedup: {on: prompt, threshold: 0.9}\n")
-    # A cache write after every chunk (about 100 instructions): the run below is killed between two of them.
+    # A cache write after every chunk (about 50 instructions): the run below is killed between two of them.
     flush = {"CURATE_EMBED_FLUSH_SECONDS": "0"}
 
     run = tmp_path / "killed"

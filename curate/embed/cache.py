@@ -33,11 +33,12 @@ from curate.embed.encoder import TextEncoder
 from curate.schema import hash_expr
 
 #: Estimated tokens (UTF-8 bytes / 4, at most the model's ``max_seq_length``, + 2) per encoder call on CPU:
-#: about 100 typical instructions or 8 texts at MiniLM's 256-token cap.  all-MiniLM-L6-v2 on this project's
-#: 2-core machine encodes about 1,000-4,000 such tokens a second (less while other jobs load it), so one
-#: chunk is 0.5-2 s of work; throughput is the same as with 16,384-text chunks (benchmarks/embed.py).
-CHUNK_TOKENS = 2048
-#: On a GPU an encoder call of 2,048 tokens would leave it idle: the chunk is 64x larger there.
+#: about 50 typical instructions, or 4 texts at MiniLM's 256-token cap.  Measured with all-MiniLM-L6-v2 on
+#: this project's 2-core machine while other jobs loaded it (load average 16): 23 instructions (about 480
+#: such tokens) a second, so one chunk is about 2 s of work there, well under a second on an idle machine
+#: (``benchmarks/embed_checkpoint.py``).
+CHUNK_TOKENS = 1024
+#: On a GPU an encoder call of 1,024 tokens would leave it idle: the chunk is 128x larger there.
 CHUNK_TOKENS_GPU = 131072
 #: Seconds of encoding between two writes of the cache (``CURATE_EMBED_FLUSH_SECONDS`` overrides; 0 writes
 #: after every chunk).  Lost work on a kill is at most this plus one chunk.
