@@ -27,6 +27,11 @@ def test_quickstart_makes_trl_ready_pairs_and_reruns_for_free(tmp_path: Path) ->
                                              "reward_score", "pairs"]
     for before, after in zip(first.stages[1:], first.stages[2:], strict=False):
         assert after.rows_in == before.rows_out
+    # Every stage balances (curate.funnel); magpie's samples replace its input rows, and it says so.
+    assert [s.unaccounted for s in first.stages] == [0] * len(first.stages)
+    magpie = first.stages[1]
+    assert (magpie.consumed, magpie.created) == (first.stages[0].rows_out, 8)
+    assert magpie.notes["input_use"] == "ignored (count: 8 samples)"
     ds = datasets.load_dataset("parquet", data_files=str(first.output))["train"]
     assert len(ds) == first.rows
     for row in ds:
