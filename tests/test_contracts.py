@@ -3,6 +3,7 @@ Python check before any row is processed, and plain frames made canonical as the
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 
@@ -291,6 +292,15 @@ def test_identical_rows_through_the_api_behave_as_through_curate_run(tmp_path: P
 
 
 # -- the declarations match what the stages do -----------------------------------------------------------------
+def assert_declared(actual: list[str], declared: dict, stage: str) -> None:
+    """Every declared column is in the output, and every output column is declared (or matches a pattern)."""
+    fixed = {c for c in declared if "*" not in c}
+    patterns = [c for c in declared if "*" in c]
+    assert fixed <= set(actual), (stage, fixed - set(actual))
+    extra = [c for c in actual if c not in fixed and not any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+    assert not extra, (stage, extra)
+
+
 def preference_frame() -> pl.LazyFrame:
     rows = [{"prompt": [{"role": "user", "content": f"question {i}?"}],
              "chosen": [{"role": "assistant", "content": f"a good answer {i}."}],
@@ -322,7 +332,7 @@ def test_declared_columns_are_the_output_columns(stage, frame) -> None:
     _, out_table, declared = check_chain([stage], detect_table(given.collect_schema()),
                                          schema_columns(given.collect_schema()))
     out = stage(given, ctx)
-    assert set(out.collect_schema().names()) == set(declared)
+    assert_declared(out.collect_schema().names(), declared, stage.name)
     assert detect_table(out.collect_schema()) == out_table
 
 
@@ -342,12 +352,12 @@ def test_declared_columns_of_model_stages(tiny_llm_path: Path, encoder) -> None:
     for stage in chain:
         table, declared = check_chain([stage], table, schema_columns(frame.collect_schema()))[1:]
         frame = stage(frame, ctx)
-        assert set(frame.collect_schema().names()) == set(declared), stage.name
+        assert_declared(frame.collect_schema().names(), declared, stage.name)
     ref = Path(ctx.cache_dir) / "ref.jsonl"
     ref.write_text(json.dumps({"instruction": "What is the capital of France?", "output": "Paris."}) + "\n")
     audit = Audit(references=[str(ref)])
     _, _, declared = check_chain([audit], "conversation", schema_columns(conversation.collect_schema()))
-    assert set(audit(conversation, ctx).collect_schema().names()) == set(declared)
+    assert_declared(audit(conversation, ctx).collect_schema().names(), declared, "audit")
 
 
 def test_validate_reads_only_the_first_lines_of_a_large_input(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import polars as pl
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
+from curate.contract import Needs
 from curate.errors import InputDataError
 from curate.pipeline import Context, Stage
 from curate.schema import MESSAGES, conform
@@ -116,9 +117,15 @@ class Pairs(Stage):
     def output_table(self, table: str) -> str:
         return "preference"
 
+    def requires(self, table: str) -> list[Needs]:
+        if self.min_margin_std is None:
+            return []
+        return [Needs.column("min_margin_std", "reward_std", "number list")]
+
     def adds(self, table: str) -> dict[str, pl.DataType | None]:
+        """The pair's own columns; ``reward_std_chosen``/``_rejected`` when the input has ``reward_std``."""
         return {"parent_id": pl.String(), "chosen_model": pl.String(), "rejected_model": pl.String(),
-                "score_margin": pl.Float64()}
+                "score_margin": pl.Float64(), "reward_std_*": pl.Float64()}
 
     def table_hint(self, table: str) -> str:
         return " (pairs makes pairs from scored candidates: put respond, then judge or reward_score, before it)"
