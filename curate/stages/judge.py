@@ -355,7 +355,10 @@ class Judge(Stage):
         return "pairs" if self.mode == "pairwise" else "judged responses"
 
     def _model_desc(self, ctx: Context) -> str:
-        spec = ctx.models.specs.get(self.model) or {}
+        try:
+            spec = ctx.models.spec(self.model)  # a recipe's models:, else the built-in default of the handle
+        except Exception:  # the guard's message must not fail on a handle the registry cannot describe
+            spec = {}
         if "object" in spec:
             return "a model object registered in the notebook"
         return f"{spec.get('backend', 'transformers')} {spec.get('path') or spec.get('model') or '?'}"
