@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--heldout", type=float, default=0.2, help="share of distinct prompts held out")
     parser.add_argument("--head", default="linear", choices=["linear", "mlp"])
     parser.add_argument("--members", type=int, default=5)
+    parser.add_argument("--C", type=float, default=None, help="linear head's L2 setting (default: fit_bt's)")
     parser.add_argument("--cache", default=None, help="vector cache folder (default: a temporary one)")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -120,6 +121,7 @@ def main() -> None:
     prompt_key = pairs.select(hash_expr(pl.struct("prompt").struct.json_encode())).to_series().to_numpy()
     distinct = np.unique(prompt_key)
 
+    hyper = {"C": args.C} if args.C is not None else {}
     results: dict[str, dict[str, list[float]]] = {a: {"heldout": [], "oasst": [], "train_pairs": []} for a in ARMS}
     for seed in range(args.seeds):
         rng = np.random.default_rng(seed)
@@ -144,7 +146,7 @@ def main() -> None:
             chosen[f"subsample_{method}"] = np.sort([position[i] for i in kept.get_column("id")])
         for arm in ARMS:
             idx = chosen[arm]
-            model = fit_bt(xc[idx], xr[idx], head=args.head, members=args.members, seed=seed)
+            model = fit_bt(xc[idx], xr[idx], head=args.head, members=args.members, seed=seed, **hyper)
             results[arm]["heldout"].append(accuracy(model, xc[held], xr[held]))
             results[arm]["oasst"].append(accuracy(model, oc, orr))
             results[arm]["train_pairs"].append(len(idx))
@@ -168,7 +170,7 @@ def main() -> None:
     summary = {
         "benchmark": "curation_gain", "data": "hh-rlhf harmless-base test, split by prompt; OASST ranked siblings",
         "pairs": pairs.height, "oasst_pairs": oasst.height, "seeds": args.seeds, "heldout_share": args.heldout,
-        "head": args.head, "members": args.members, "arms": summary_arms,
+        "head": args.head, "members": args.members, "C": args.C, "arms": summary_arms,
         "encode_seconds": round(encode_seconds, 1), "seconds": round(time.perf_counter() - started, 1),
     }
     if tmp is not None:

@@ -178,7 +178,7 @@ def test_deterministic_under_the_seed(hh: pl.DataFrame, encoder: Any) -> None:
     c, _ = audit(hh, encoder, seed=2)
     assert a.equals(b)
     assert not np.allclose(a.get_column("label_flip_p").to_numpy(), c.get_column("label_flip_p").to_numpy())
-    d, _ = audit(hh, encoder, seed=1, **{"seed": 2})  # the stage's own seed wins over the context's
+    d = LabelAudit(seed=2)(hh.lazy(), ctx_with(encoder, seed=1)).collect()  # the stage's seed wins over the run's
     assert d.get_column("label_flip_p").to_list() == c.get_column("label_flip_p").to_list()
 
 
