@@ -154,6 +154,7 @@ def test_stored_reference_logps_equal_fresh_ones(tmp_path: Path, tiny_llm_path: 
         assert ours[key][0] == pytest.approx(chosen, rel=1e-4, abs=1e-3)
         assert ours[key][1] == pytest.approx(rejected, rel=1e-4, abs=1e-3)
 
+    (tmp_path / "out" / "metrics.json").unlink()  # else the finished run itself is reused
     second = run_train(config).runs[0]
     assert second["reference"]["train"]["computed"] == 0
     assert second["reference"]["train"]["reused"] == 12
@@ -307,6 +308,7 @@ def test_reference_logps_stay_out_of_the_run_data_folder(tmp_path: Path, tiny_ll
 
     legacy = run_dir / "data" / f"preference.ref_logps-{stored.name.removeprefix('ref_logps-')}"
     stored.rename(legacy)  # what an older curate wrote
+    (tmp_path / "out" / "metrics.json").unlink()  # else the finished run itself is reused
     second = run_train(config).runs[0]
     assert second["reference"]["train"]["computed"] == 0
     assert second["reference"]["train"]["reused"] == first["rows"]["train"]
