@@ -8,8 +8,10 @@ loss, max_length, LoRA or not, seed, precision: fp32 on CPU, bf16 mixed on a bf1
 * ``trl``: ``DPOTrainer(model, args=DPOConfig(<those settings>), ...)`` with TRL's defaults for the rest (what
   a user writing the script gets: gradient checkpointing on, the reference model's forward at every step).
 * ``curate``: ``curate.train.run_train`` with its stored-reference file removed first: reference log-probs
-  are computed once (length-sorted no-grad batches) and written beside the data; gradient checkpointing off.
-* ``curate_stored_refs``: the same again; the reference model does not run at all.
+  are computed once (length-sorted no-grad batches) and written to the output's cache; gradient checkpointing
+  off.
+* ``curate_stored_refs``: the same again (same output: its metrics.json removed, so it trains instead of reusing
+  the finished run); the reference model does not run at all.
 * ``trl_matched`` (for honesty): TRL with curate's two choices switched on by hand (``precompute_ref_log_probs``
   and ``gradient_checkpointing=False``): shows how much of the gain is those settings vs curate's code.
 
@@ -132,6 +134,7 @@ def _trl(model_path: str, data: Path, args: argparse.Namespace, out: Path, *, ma
 def _curate(model_path: str, data: Path, args: argparse.Namespace, out: Path, *, fresh: bool) -> tuple[float, int]:
     from curate.train import parse_train_config, run_train
 
+    (out / "metrics.json").unlink(missing_ok=True)  # else run_train reuses the finished run instead of training
     if fresh:
         for old in (out / "cache" / "ref_logps").glob("*.parquet"):
             old.unlink()
@@ -178,7 +181,7 @@ def main() -> None:
             for name, fn in (
                 ("trl", lambda: _trl(model_path, data, args, work / "trl", matched=False)),
                 ("curate", lambda: _curate(model_path, data, args, work / "cur", fresh=True)),
-                ("curate_stored_refs", lambda: _curate(model_path, data, args, work / "cur2", fresh=False)),
+                ("curate_stored_refs", lambda: _curate(model_path, data, args, work / "cur", fresh=False)),
                 ("trl_matched", lambda: _trl(model_path, data, args, work / "trlm", matched=True)),
             ):
                 seconds, tokens = fn()
