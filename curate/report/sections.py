@@ -220,6 +220,8 @@ def dedup(run_dir: Path, manifest: dict[str, Any], data: pl.LazyFrame | None) ->
         return "dedup", "Deduplication", none("No dedup stage in this run.")
     body = table(["stage", "note", "value"], [[s["label"], k, v] for s in stages for k, v in s["notes"].items()
                                                if isinstance(v, int | float) and not isinstance(v, bool)])
+    body += "".join(f"<p><b>warning</b> {esc(s['label'])}: {esc(s['notes']['warning'])}</p>" for s in stages
+                    if s["notes"].get("warning"))  # removed more than the stage's warn_share of its input
     shown = []  # (stage label, quarantined row, id of the kept row: duplicate_of, else the one its reason names)
     for s in stages:
         path = run_dir / "quarantine" / f"{s['label']}.parquet"

@@ -15,7 +15,19 @@ from curate.contract import Needs
 from curate.embed import build_index, embed_for_stage, pairs_above
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
-from curate.stages._keep import KeepRule, drop_cluster_losers, keep_columns, keep_needs, rank_expr
+from curate.stages._keep import (
+    WARN_SHARE,
+    KeepRule,
+    Scope,
+    drop_cluster_losers,
+    keep_columns,
+    keep_needs,
+    prompt_key,
+    rank_expr,
+    resolve_scope,
+    scope_edges,
+    scope_losers,
+)
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -36,8 +48,16 @@ class EmbedDedup(Stage):
       Above ``exact_max`` rows the index is HNSW and its measured recall is noted.
     - **Clusters**: connected components of the pair graph (so a chain a~b~c is one cluster even when a and
       c are below the threshold, as in SemDeDup's pairwise removal applied transitively).
+    - **Scope**: which pairs count.  ``global``: every pair; ``across_prompts``: only rows with different
+      prompts; ``within_prompt``: only rows with the same prompt.  Default: ``across_prompts`` for ``on:
+      response`` (samples of one prompt, as in best-of-n data or several pairs per prompt, resemble each other
+      by design and are not duplicates: ``global`` removed 23% of such rows, nearly all distinct answers),
+      ``global`` for ``prompt`` and ``full``.  Under ``across_prompts`` a row whose kept row has its own prompt
+      stays (it joined the cluster through another prompt's row).
     - **Keep**: ``first``, ``longest`` (characters of the text) or ``highest:<column>``; the others go to
       quarantine with ``near duplicate (embedding, cos C) of <kept id>``, ``C`` the cosine to the kept row.
+    - **Warning**: removing more than ``warn_share`` (default 10%) of the input logs a warning and notes it
+      in the manifest and report.
     """
 
     name: ClassVar[str] = "embed_dedup"
@@ -53,6 +73,8 @@ class EmbedDedup(Stage):
     model: str = "embed"
     index: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
     exact_max: int = Field(100_000, ge=1)
+    scope: Scope | None = None
+    warn_share: float = Field(WARN_SHARE, ge=0.0, le=1.0)
 
     def requires(self, table: str) -> list[Needs]:
         return keep_needs(self.keep)
@@ -61,8 +83,11 @@ class EmbedDedup(Stage):
         table = self.table_of(lf)
         names = lf.collect_schema().names()
         ranking = rank_expr(self.keep, names)  # a missing keep column fails before any encoding
+        scope = resolve_scope(self.scope, self.on)
+        ctx.note("scope", scope)
         rows = (
-            lf.select("id", text_for(table, self.on).fill_null("").alias("_text"), *keep_columns(self.keep))
+            lf.select("id", text_for(table, self.on).fill_null("").alias("_text"), prompt_key(table),
+                      *keep_columns(self.keep))
             .with_row_index("_pos")
             .collect()
         )
@@ -73,7 +98,8 @@ class EmbedDedup(Stage):
         # On Ray the query chunks are searched by workers against the index broadcast once; same pairs.
         left, right, _ = pairs_above(index, vectors, self.threshold, search=self.search, k=self.k,
                                      compute=ctx.compute_shared if ctx.distributed else None)
-        other = left != right
+        keys = rows.get_column("_pkey").to_numpy()
+        other = (left != right) & scope_edges(left, right, keys, scope)
         left, right = left[other], right[other]
         ctx.note("pairs", len(left) // 2 if self.search == "range" else len(left))
         n = rows.height
@@ -89,7 +115,11 @@ class EmbedDedup(Stage):
             .select("_cluster", pl.col("id").alias("_dup_of"), pl.col("_pos").alias("_wpos"))
         )
         losers = members.join(winners, on="_cluster").filter(pl.col("_pos") != pl.col("_wpos"))
+        losers = losers.filter(pl.Series(scope_losers(keys[losers.get_column("_pos").to_numpy()],
+                                                      keys[losers.get_column("_wpos").to_numpy()], scope)))
+        winners = winners.filter(pl.col("_cluster").is_in(losers.get_column("_cluster").implode()))
         lpos = losers.get_column("_pos").to_numpy()
         wpos = losers.get_column("_wpos").to_numpy()
         cosine = np.einsum("ij,ij->i", vectors[lpos], vectors[wpos]) if len(lpos) else np.empty(0, np.float32)
-        return drop_cluster_losers(lf, ctx, losers, winners, cosine, "embedding, cos")
+        return drop_cluster_losers(lf, ctx, losers, winners, cosine, "embedding, cos", total=n,
+                                   warn_share=self.warn_share)

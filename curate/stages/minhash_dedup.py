@@ -15,7 +15,19 @@ from curate.contract import Needs
 from curate.dedup import minhash
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
-from curate.stages._keep import KeepRule, drop_cluster_losers, keep_columns, keep_needs, rank_expr
+from curate.stages._keep import (
+    WARN_SHARE,
+    KeepRule,
+    Scope,
+    drop_cluster_losers,
+    keep_columns,
+    keep_needs,
+    prompt_key,
+    rank_expr,
+    resolve_scope,
+    scope_clusters,
+    scope_losers,
+)
 
 #: Default weight of false negatives in the band choice when candidates are verified: a band false positive
 #: then costs one signature comparison, not a wrong drop, so the bands lean to recall (14 x 9 at 128/0.8).
@@ -59,6 +71,11 @@ class MinHashDedup(Stage):
     - **Keep**: one row per cluster by ``keep``: ``first``, ``longest`` (characters of the selected text) or
       ``highest:<column>``; every other row goes to quarantine with ``near duplicate (minhash, jaccard J) of
       <kept id>`` (``J`` estimated between that row and the kept one).
+    - **Scope** (as in ``embed_dedup``): ``global`` compares every row, ``across_prompts`` (default for ``on:
+      response``) only rows of different prompts, ``within_prompt`` only rows of one prompt.  MinHash's
+      clusters come from buckets, not pairs, so the scope applies to clusters: ``within_prompt`` splits each
+      cluster by prompt, ``across_prompts`` keeps a row whose kept row has its own prompt.  Removing more than
+      ``warn_share`` (default 10%) of the input logs a warning and notes it in the manifest and report.
 
     The output is the input without the dropped ids (an anti-join on the dropped ids, which equals a
     semi-join on the kept ids: rows with one id have the same content and land in one cluster; when a
@@ -84,6 +101,8 @@ class MinHashDedup(Stage):
     keep: KeepRule = "first"
     #: Rows per signature batch (one cached shard each).
     batch_size: int = Field(8192, ge=1)
+    scope: Scope | None = None
+    warn_share: float = Field(WARN_SHARE, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check_bands(self) -> MinHashDedup:
@@ -186,16 +205,29 @@ class MinHashDedup(Stage):
             members = members.with_columns(id=pl.lit(None, pl.String), _text_len=pl.lit(None, pl.UInt32))
         members = members.filter(pl.len().over("_cluster") > 1)
         members = self._with_keep_columns(lf, members)
+        scope = resolve_scope(self.scope, self.on)
+        ctx.note("scope", scope)
+        if scope != "global":  # prompt keys of the cluster members, read by position
+            keys = (lf.select(prompt_key(table)).with_row_index("_pos").with_columns(pl.col("_pos").cast(pl.Int64))
+                    .join(members.lazy().select("_pos"), on="_pos", how="semi").collect())
+            members = scope_clusters(members.join(keys, on="_pos", how="left"), scope)
 
         ranked = members.sort(ranking)
         winners = ranked.unique("_cluster", keep="first", maintain_order=True).select(
             "_cluster", pl.col("id").alias("_dup_of"), pl.col("_ci").alias("_wi")
         )
         losers = members.join(winners, on="_cluster").filter(pl.col("_ci") != pl.col("_wi"))
+        if scope == "across_prompts":
+            wkeys = members.select(pl.col("_ci").alias("_wi"), pl.col("_pkey").alias("_wkey"))
+            losers = losers.join(wkeys, on="_wi", how="left", maintain_order="left")
+            losers = losers.filter(pl.Series(scope_losers(losers.get_column("_pkey").to_numpy(),
+                                                          losers.get_column("_wkey").to_numpy(), scope)))
+            winners = winners.filter(pl.col("_cluster").is_in(losers.get_column("_cluster").implode()))
         jaccard = minhash.estimate_jaccard(
             sig[losers.get_column("_ci").to_numpy()], sig[losers.get_column("_wi").to_numpy()]
         )
-        return drop_cluster_losers(lf, ctx, losers, winners, jaccard, "minhash, jaccard")
+        return drop_cluster_losers(lf, ctx, losers, winners, jaccard, "minhash, jaccard", total=total,
+                                   warn_share=self.warn_share)
 
     def _with_keep_columns(self, lf: pl.LazyFrame, members: pl.DataFrame) -> pl.DataFrame:
         """Add the input columns the keep rule ranks by, read for the cluster members only (by position)."""
