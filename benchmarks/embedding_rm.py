@@ -15,6 +15,14 @@ Figures (one JSON line each, the last line one object with everything):
   resampled with replacement to 10,000 (so rows repeat: the timing is of the fit, not of new information).
 
     flock /tmp/curate-bench.lock .venv/bin/python benchmarks/embedding_rm.py [--variants] [--cache DIR]
+
+Measured on the shared 2-core machine (2,303 pairs, five folds grouped by prompt): linear on joint+response
+0.629 single, 0.635 with 5 fold-resampled members (0.622 with bootstrap members); MLP 0.616 single, 0.628
+ensemble; scikit-learn's MLP on differences 0.604.  Recipes (linear, single): joint 0.608, response 0.626,
+joint+response 0.629, prompt+response+product 0.622.  Fit of 10,000 pairs, 5 members: linear 2.7 s, MLP 7.1 s
+(scikit-learn's MLP 13.2 s).  Regularisation C was chosen on the same folds (C=3e-4 of 3e-5..5e-2), so the
+accuracies carry a small selection optimism; the shipped default's held-out figure (0.630 on 435 pairs it never
+saw) does not.
 """
 
 from __future__ import annotations
