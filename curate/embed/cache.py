@@ -34,9 +34,10 @@ from curate.schema import hash_expr
 
 #: Estimated tokens (UTF-8 bytes / 4, at most the model's ``max_seq_length``, + 2) per encoder call on CPU:
 #: about 50 typical instructions, or 4 texts at MiniLM's 256-token cap.  Measured with all-MiniLM-L6-v2 on
-#: this project's 2-core machine while other jobs loaded it (load average 16): 23 instructions (about 480
-#: such tokens) a second, so one chunk is about 2 s of work there, well under a second on an idle machine
-#: (``benchmarks/embed_checkpoint.py``).
+#: this project's 2-core machine shared with other jobs (``benchmarks/embed_checkpoint.py``, 1,200
+#: instructions, load average 7): 45 instructions/s, as fast as one call for all (1.06x), and the longest
+#: stretch not yet on disk 3.4 s; 16,384-text checkpoints would risk 390 s.  (At load 16, 2,048-token chunks
+#: ran 23 instructions/s and left up to 7.1 s unsaved.)
 CHUNK_TOKENS = 1024
 #: On a GPU an encoder call of 1,024 tokens would leave it idle: the chunk is 128x larger there.
 CHUNK_TOKENS_GPU = 131072
