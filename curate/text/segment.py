@@ -30,6 +30,11 @@ the segmentation half of that, pure Python (no Polars, no model), so it is teste
    ``placeholder`` (``{name}``, ``{0:.2f}``, ``{{ name }}``, ``%s``/``%(name)d``, GSM8K's ``<<3*4=12>>``),
    ``tag`` (markup tags such as ``<br/>`` or ``<tag>``, comments, entities) and ``marker`` (text that already
    looks like one of our markers, so it can never be confused with one).
+6. ``quoted_code``: code quoted inside prose (``Why is this not printing? "def hello(name):\n    print(name)"``,
+   quotes included, across lines) or written after a colon on the rest of its line (``Fix this: x = [i for i
+   in y]``), where :func:`code_score` (a code-likeness score from keywords, identifiers, calls, operators,
+   brackets, statement ends, indentation and line breaks) reaches :data:`CODE_SCORE_MIN`.  Such a span wins
+   over the inline spans inside it and yields to one it would cut through.
 
 **Dollar rule** (currency is not math): ``$…$`` is math only when the opening ``$`` is followed by a
 non-space, the closing ``$`` is preceded by a non-space and *not followed by a digit*, the content holds no
@@ -58,7 +63,7 @@ from dataclasses import dataclass
 import yaml
 
 #: Bump when the segmentation of some text changes (cached translations are keyed on it).
-VERSION = 2  # 2: indented code blocks are protected
+VERSION = 3  # 2: indented code blocks are protected; 3: code quoted in prose or after a colon
 
 _BIDI = "\u200e\u200f\u202a-\u202e\u2066-\u2069"
 #: A marker as the model may return it: spaces or bidi controls inside the brackets are tolerated.
@@ -306,7 +311,19 @@ def _code_run(text: str, lines: list[tuple[int, int]], free: list[bool], i: int)
             break
         j += 1
     whole = not text[:lines[i][0]].strip() and not text[lines[last][1]:].strip()
-    return (last, "code") if code >= 2 or whole else None
+    if code >= 2 or whole:
+        return last, "code"
+    # one code line as its own paragraph (after a blank line, a line ending in ':' or a '# comment' line, before a
+    # blank line or the end), as answers quote a statement between sentences: code if code_score says so too
+    previous = text[lines[i - 1][0]:lines[i - 1][1]].rstrip() if i else ""
+    after = text[lines[last][1]:]
+    introduced = previous.endswith(":") or re.fullmatch(r"[ \t]*#[ \t]+\S.*", previous) is not None  # or a # comment
+    alone = (introduced or not previous.strip()) and (
+        introduced or not after.strip() or re.match(r"\n[ \t\r]*(?:\n|$)", after) is not None)
+    line = text[lines[i][0]:lines[last][1]]
+    if line.count('"') % 2 or previous.count('"') % 2:  # the end or start of a quote: quoted code, found inline
+        return None
+    return (last, "code") if alone and code_score(line) >= CODE_SCORE_MIN else None
 
 
 # -- inline pass --------------------------------------------------------------------------------------------
@@ -364,7 +381,107 @@ def _json_inline(text: str, lo: int, hi: int, limit: int) -> tuple[int, int] | N
     return None
 
 
+# -- code quoted in prose, or after a colon without fences ---------------------------------------------------
+#: Words that are code in any common language and (almost) never English prose.
+_CODE_WORDS = frozenset(
+    "def elif lambda None True False null nullptr undefined var const void int bool boolean str dict enum "
+    "println printf sprintf cout cin endl std namespace typedef struct async await isinstance len range "
+    "fn impl mut pub usize println! SELECT FROM WHERE INSERT UPDATE DELETE".split()
+)
+_STRING_LITERAL = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'')
+_CODE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*!?|\S")
+_IDENT_SHAPE = re.compile(r"_*[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+|[a-z]+[A-Z][A-Za-z0-9]*|[a-z_]\w*(?:\.[a-z_]\w*)+")
+_CALL = re.compile(r"[A-Za-z_][\w.]*\((?!\s*\))|[A-Za-z_][\w.]*\(\)")
+_OPERATOR = re.compile(r"==|!=|<=|>=|\+=|-=|\*=|/=|=>|->|::|&&|\|\||\+\+|--(?=\w)|(?<![=!<>+\-*/ ])\s?=\s?(?![=>])")
+_INDENTED = re.compile(r"\n(?:[ ]{2,}|\t)\S")
+_STATEMENT_END = re.compile(r"[;{}][ \t]*(?:\n|$)")
+_ARITHMETIC = re.compile(r"[\w)\]][ \t]*(?:[*/%+^]|\*\*|-(?!-))[ \t]*[\w(\[]")
+_COMPREHENSION = re.compile(r"[\[({][^\[\](){}\n]*\bfor[ \t]+\w+(?:[ \t]*,[ \t]*\w+)*[ \t]+in\b")
+#: A statement's start (``name = ...``, ``name(...)``): a trailing ``# comment.`` does not make it a sentence.
+_STATEMENT_START = re.compile(r"[ \t]*[A-Za-z_][\w.]*(?:\[[^\]\n]*\])?[ \t]*(?:[-+*/%]?=(?!=)|\()")
+#: Minimum code-likeness (:func:`code_score`) of a quoted string or a colon's tail to be protected as code.
+CODE_SCORE_MIN = 1.0
+
+
+def code_score(text: str) -> float:
+    """How much ``text`` looks like code, from 0 (prose) up: evidence per word, counted from keywords that are
+    never English (``def``, ``elif``, ``None``, ``const``...), identifiers with underscores, camelCase or
+    ``a.b``, calls ``f(x)``, operators (``==``, ``+=``, ``=>``, an ``=`` assignment), brackets, line-ending
+    ``;``/``{``/``}``, indented lines and line breaks.  Each signal is capped per word so that one long
+    identifier cannot make a sentence code, and text without a structural signal (call, operator, bracket,
+    statement end, indentation) scores 0: keywords alone (``None of them``) are prose.  Text ending like a
+    sentence (``.``, ``?``, ``!`` after a letter) is halved."""
+    if _STATEMENT_START.match(text):  # a statement's trailing comment is prose inside code: not counted
+        text = re.sub(r"[ \t]#[^\n]*", "", text)
+    # words inside string literals ("Hello World") are data, not evidence either way
+    words = [t for t in _CODE_TOKEN.findall(_STRING_LITERAL.sub('""', text)) if t[0].isalpha() or t[0] == "_"]
+    if not words:
+        return 0.0
+    calls = len(_CALL.findall(text))
+    operators = len(_OPERATOR.findall(text))
+    brackets = sum(text.count(c) for c in "()[]{}")
+    ends = len(_STATEMENT_END.findall(text))
+    indents = len(_INDENTED.findall(text))
+    if not (calls or operators or brackets >= 2 or ends or indents):
+        return 0.0
+    keywords = sum(t in _CODE_WORDS for t in words)
+    idents = sum(bool(_IDENT_SHAPE.fullmatch(t)) for t in re.findall(r"[A-Za-z_][\w.]*", text))
+    arithmetic = len(_ARITHMETIC.findall(text))
+    comprehensions = len(_COMPREHENSION.findall(text))
+    evidence = (2.0 * calls + 1.5 * operators + 1.5 * keywords + 1.0 * idents + 0.25 * brackets
+                + 1.5 * ends + 1.5 * indents + 0.5 * text.count("\n") + 0.75 * arithmetic + 3.0 * comprehensions)
+    score = evidence / len(words) ** 0.8  # sub-linear: long code holds many plain words (for, in, names)
+    if re.search(r"[A-Za-z][.?!][\"')\]]*\s*$", text) and not _STATEMENT_START.match(text):
+        score /= 2
+    return score
+
+
+_QUOTED = re.compile(
+    r"""(?:(?<![\w"'`\\])"(?P<dq>(?:[^"\\]|\\.)+?)"(?![\w"])
+        |(?<![\w'`\\])'(?P<sq>(?:[^'\\\n]|\\.)+?)'(?![\w'])
+        |“(?P<cq>[^“”]+?)”|‘(?P<csq>[^‘’\n]+?)’)""",
+    re.VERBOSE | re.DOTALL,
+)
+#: A colon after a prose head (words, no ``=``/braces/``;``) and the rest of the line; a trailing ``.``/``,`` after a
+#: closing bracket or quote is the sentence's, not the code's.
+_COLON_TAIL = re.compile(
+    r"^(?P<head>[^\n:={};]*[A-Za-z][^\n:={};]*):[ \t]+"
+    r"(?P<tail>[^\n]*?[^\s.,])(?:(?<=[)\]\"'])[.,])?[ \t\r]*$",
+    re.MULTILINE,
+)
+
+
+def _prose_code_spans(text: str, lo: int, hi: int) -> list[tuple[int, int, str]]:
+    """Code quoted inside prose (``"def f(x):\\n    return x"``, with its quotes) and code after a colon on
+    the rest of its line (``Try this: x = [i for i in y]``) whose :func:`code_score` reaches
+    :data:`CODE_SCORE_MIN`.  Kind ``quoted_code``."""
+    out: list[tuple[int, int, str]] = []
+    for m in _QUOTED.finditer(text, lo, hi):
+        inner = next(g for g in m.groups() if g is not None)
+        if len(inner.strip()) >= 3 and code_score(inner) >= CODE_SCORE_MIN:
+            out.append((m.start(), m.end(), "quoted_code"))
+    for m in _COLON_TAIL.finditer(text, lo, hi):
+        start, end = m.start("tail"), m.end("tail")
+        tail = m.group("tail")
+        if any(s < end and start < e for s, e, _ in out) or tail[:1] in "\"'“‘":
+            continue
+        if not re.search(r"[A-Za-z][.?!]$", tail) and code_score(tail) >= CODE_SCORE_MIN:
+            out.append((start, end, "quoted_code"))
+    return sorted(out)
+
+
 def _inline_spans(text: str, lo: int, hi: int) -> list[tuple[int, int, str]]:
+    """Inline protected spans of ``text[lo:hi]``: the inline kinds, then code in prose where it does not cut
+    through one of them (a quoted-code span swallows the placeholders or tags inside it)."""
+    found = _plain_inline_spans(text, lo, hi)
+    for start, end, kind in _prose_code_spans(text, lo, hi):
+        if any(s < end and start < e and not (start <= s and e <= end) for s, e, _ in found):
+            continue
+        found = [f for f in found if not (start <= f[0] and f[1] <= end)] + [(start, end, kind)]
+    return sorted(found)
+
+
+def _plain_inline_spans(text: str, lo: int, hi: int) -> list[tuple[int, int, str]]:
     out: list[tuple[int, int, str]] = []
     pos = lo
     while pos < hi:
