@@ -62,6 +62,18 @@ class ExportSpec(BaseModel):
     save_to_disk: bool = False
 
 
+class CardSpec(BaseModel):
+    """``card:`` in a recipe: what the dataset card (``RUN/data/README.md``, curate.report.card) says beyond
+    what the run records itself: the data's license, hub tags, a title and a description (default: the recipe's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    license: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    description: str | None = None
+    pretty_name: str | None = None
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
@@ -75,6 +87,8 @@ class Recipe(BaseModel):
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
     stages: list[dict[str, Any]] = Field(default_factory=list)
     export: list[ExportSpec] = Field(default_factory=list)
+    #: Dataset-card metadata (license, tags, description, pretty_name); the card is written either way.
+    card: CardSpec | None = None
     #: Settings of ``curate train`` (validated by ``curate.train.TrainConfig`` when that command runs).
     train: dict[str, Any] | None = None
     #: Scheduled refresh (``curate run --incremental`` does the same): re-runs reuse every model result
@@ -112,6 +126,7 @@ class Recipe(BaseModel):
         payload = self.content()
         payload.get("output", {}).pop("dir", None)
         payload.pop("train", None)  # training settings do not change the data
+        payload.pop("card", None)  # nor does the card's description
         return xxhash.xxh3_64_hexdigest(json.dumps(payload, sort_keys=True).encode())
 
 
@@ -133,7 +148,8 @@ def yaml_load(text: str) -> Any:
 
 
 #: The models behind each place in a recipe, for suggesting the key a typo meant (``inputs`` -> ``input``).
-_SECTIONS: dict[str, type[BaseModel]] = {"input": InputSpec, "output": OutputSpec, "export": ExportSpec}
+_SECTIONS: dict[str, type[BaseModel]] = {"input": InputSpec, "output": OutputSpec, "export": ExportSpec,
+                                         "card": CardSpec}
 
 
 def _recipe_keys(loc: tuple[Any, ...]) -> list[str]:

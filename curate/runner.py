@@ -558,6 +558,15 @@ class Runner:
             manifest["refresh"] = {"previous": previous, "input_rows": reports[0].rows_in}
         # Every byte is written into staging before the first rename (a full disk fails here, with the
         # published run untouched); the renames need no space.
+        try:  # the dataset card (data/README.md) is published with the data it describes, but never fails a run
+            from curate.report.card import write_card
+
+            write_card(staging / "data", manifest, staging / "reports", staging / "quarantine")
+        except Exception as exc:
+            refused = environment_error(exc, staging / "data" / "README.md")
+            if refused is not None:  # a full or read-only disk fails the publish like every other write here
+                raise refused from exc
+            logging.getLogger("curate").warning("data/README.md not written: %s: %s", type(exc).__name__, exc)
         checkpoint.write_json_atomic(manifest, staging / "manifest.json")
         checkpoint.publish_dir(staging / "data", self.run_dir / "data")
         checkpoint.publish_dir(staging / "quarantine", self.run_dir / "quarantine")

@@ -13,6 +13,7 @@ import polars as pl
 
 from curate.errors import InputDataError
 from curate.report import html, sections
+from curate.report.findings import findings
 
 __all__ = ["write_report"]
 
@@ -54,6 +55,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     target = Path(out) if out is not None else run_dir / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(html.page(f"curate report: {name}", subtitle, parts), encoding="utf-8")
+    # The same findings the dataset card lists (curate.report.findings), above everything else.
+    warned = [(w.code, w.title, w.figure) for w in findings(manifest, data, run_dir / "reports")]
+    tmp.write_text(html.page(f"curate report: {name}", subtitle, parts, top=html.warnings(warned)), encoding="utf-8")
     tmp.replace(target)
     return target

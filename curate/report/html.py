@@ -22,6 +22,7 @@ th{background:#eef2f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .pair div{border:1px solid #ddd;background:#fafafa;padding:.4em;white-space:pre-wrap;font-size:.82em;
 overflow-wrap:anywhere}.pair b{display:block;margin-bottom:.3em}nav a{margin-right:.8em}
 pre{background:#f6f8fa;border:1px solid #ddd;padding:.6em;font-size:.82em;overflow-x:auto}
+.warn{border:2px solid #c44e52;background:#fdf0f0;padding:.5em .9em;margin:.8em 0}.warn ul{margin:.3em 0}
 """
 
 
@@ -68,12 +69,22 @@ def section(sid: str, title: str, body: str) -> str:
     return f'<section id="{esc(sid)}"><h2>{esc(title)}</h2>\n{body}\n</section>'
 
 
-def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]]) -> str:
-    """The whole self-contained document: inline CSS, no scripts, no external references."""
+def warnings(items: Sequence[tuple[str, str, str]]) -> str:
+    """The warning box at the top of the page: one line per (code, title, figure), or nothing."""
+    if not items:
+        return ""
+    lines = "".join(f'<li data-code="{esc(code)}"><b>{esc(title)}</b>: {esc(figure)}</li>'
+                    for code, title, figure in items)
+    return f'<div id="warnings" class="warn"><b>Warnings</b><ul>{lines}</ul></div>'
+
+
+def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]], top: str = "") -> str:
+    """The whole self-contained document: inline CSS, no scripts, no external references; ``top`` (the
+    warnings) goes above the navigation, where a reader looks first."""
     nav = " ".join(f'<a href="#{esc(sid)}">{esc(name)}</a>' for sid, name, _ in sections)
     body = "\n".join(section(sid, name, html) for sid, name, html in sections)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>"
-        f"<h1>{esc(title)}</h1><p>{esc(subtitle)}</p><nav>{nav}</nav>\n{body}\n</body></html>\n"
+        f"<h1>{esc(title)}</h1><p>{esc(subtitle)}</p>{top}<nav>{nav}</nav>\n{body}\n</body></html>\n"
     )
