@@ -95,6 +95,9 @@ def test_recipe_card_section(tmp_path: Path) -> None:
     assert head["license"] == "cc-by-4.0" and head["tags"] == ["curate", "dpo", "english"]
     assert head["pretty_name"] == "Clean pairs"
     assert "# Clean pairs\n\nSample pairs, cleaned." in card.read_text()
+    first = card.read_text()
+    run_recipe(good, tmp_path / "run")  # a re-run writes the same card (no times in it): a folder input's hash holds
+    assert card.read_text() == first
     bad = tmp_path / "bad.yaml"
     bad.write_text(recipe + "card:\n  licence: mit\n")
     with pytest.raises(RecipeError, match=r"card\.licence: unknown key 'licence'; did you mean 'license'"):

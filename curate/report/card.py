@@ -11,6 +11,8 @@ derives them from the Parquet schema, so loading through the card gives the same
 the Parquet files directly), and ``license``, ``tags``, ``pretty_name`` from
 the recipe's optional ``card:`` section (:class:`curate.recipe.CardSpec`).  The card is written under a
 temporary name and renamed, inside the run's staging folder, so it is published with the data it describes.
+It holds no time or duration: the same data from the same recipe gives the same card, so a recipe that reads
+``RUN/data`` as its input folder (whose identity hashes every file in it) is not invalidated by a re-run alone.
 """
 
 from __future__ import annotations
@@ -124,8 +126,7 @@ def card_text(manifest: dict[str, Any], files: list[Path], warnings: list[Findin
     parts = [f"---\n{head}---\n", f"# {title}\n", description + "\n" if description else "",
              f"A {out.get('table', '?')} table of {rows:,} rows ({', '.join(f.name for f in files)}), made by curate "
              f"{versions.get('curate', '?')} from the recipe `{recipe.get('name', '?')}` (hash "
-             f"`{manifest.get('recipe_hash', '?')}`, seed {manifest.get('seed', '?')}), finished "
-             f"{manifest.get('finished_at', '?')}.\n"]
+             f"`{manifest.get('recipe_hash', '?')}`, seed {manifest.get('seed', '?')}).\n"]
     parts.append("## Known biases and warnings\n")
     parts.append("\n".join(f"- **{w.title}**: {w.figure}" for w in warnings) + "\n" if warnings else
                  "None of curate's checks fired (length bias of pairs, score margins inside the scorer's noise, "
