@@ -69,18 +69,84 @@ INTERNAL = ("_line", "_file", "_error")
 RESERVED = frozenset({c for columns in TABLES.values() for c in columns} | {"parent_id"})
 
 
-def detect_adapter(columns: Sequence[str], file: str) -> str:
-    """The adapter whose columns ``columns`` has (see the module table), else an ``InputDataError`` listing
-    every adapter with the columns it expects."""
+#: Column names that usually hold a prompt, an answer, or a list of answers, for detection by type and for the
+#: suggestion of an unknown format's adapter and options.
+_PROMPT_NAMES = ("instruction", "prompt", "question", "query", "problem", "input", "text", "turns", "context")
+_ANSWER_NAMES = ("output", "response", "answer", "completion", "target", "solution", "reference", "outputs",
+                 "responses", "answers", "completions", "generations", "choices")
+
+
+def _is_text_list(dtype: pl.DataType | None) -> bool:
+    """A list of texts, or of objects (one response each, e.g. ``{content, score}``)."""
+    return isinstance(dtype, pl.List) and (dtype.inner == pl.String or isinstance(dtype.inner, pl.Struct))
+
+
+def detect(columns: Sequence[str], file: str, schema: Mapping[str, pl.DataType] | None = None
+           ) -> tuple[str, dict[str, Any]]:
+    """``(adapter, options it implies)`` for the columns (and, when given, their types): the module table's
+    order, except that an instruction/prompt with a *list-valued* ``output`` (or ``outputs``, ``answers``,
+    ``generations``) is ``multi_response`` reading that column, not ``alpaca`` (which would reject every row).
+    Else an ``InputDataError`` that suggests the adapter and options fitting the columns it saw."""
     names = frozenset(c for c in columns if c not in INTERNAL)
+    types = dict(schema or {})
+    prompt = next((c for c in ("instruction", "prompt") if c in names), None)
+    listed = next((c for c in ("output", "outputs", "answers", "generations") if _is_text_list(types.get(c))), None)
+    if prompt and listed and not ({"responses", "completions"} & names or {"chosen", "rejected"} <= names):
+        return "multi_response", {"prompt_field": prompt, "responses_field": listed}
     for name, adapter in ADAPTERS.items():
         if adapter.matches(names):
-            return name
+            return name, {}
     expected = "; ".join(f"{name}: {a.expects}" for name, a in ADAPTERS.items())
+    hint = suggest(names, types)
     raise InputDataError(
         f"{file}: cannot tell the format from its columns {sorted(names)}; name an adapter "
-        f"(adapter=...). Adapters and the columns they expect: {expected}"
+        f"(adapter=...){'. Try ' + hint if hint else ''}. Adapters and the columns they expect: {expected}"
     )
+
+
+def suggest(names: frozenset[str], types: Mapping[str, pl.DataType]) -> str:
+    """The adapter and options that would read these columns (``adapter: alpaca, options: {...}``, alternatives
+    joined by '; or '), or '' when nothing fits: a name like ``question``/``answer`` or a list-valued column."""
+    lower = {c.lower(): c for c in names}
+
+    def find(candidates: Sequence[str], want: Any = None) -> str | None:
+        for key in candidates:
+            for low, col in lower.items():
+                if (low == key or low.startswith(key) or low.endswith(key)) and (want is None or want(types.get(col))):
+                    return col
+        return None
+
+    def is_text(dtype: pl.DataType | None) -> bool:
+        return dtype is None or dtype == pl.String
+
+    def chat_list(keys: tuple[str, ...]) -> Any:
+        return lambda dtype: isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct) and bool(
+            set(keys) & {f.name for f in dtype.inner.fields})
+
+    tries = []
+    if (col := find(("messages", "conversation", "dialog", "chat"), chat_list(("role", "content")))):
+        tries.append(f"adapter: openai, options: {{messages_field: {col}}}")
+    if (col := find(("conversations", "conversation", "dialog", "chat"), chat_list(("from", "value")))):
+        tries.append(f"adapter: sharegpt, options: {{conversations_field: {col}}}")
+    prompt = find(_PROMPT_NAMES, is_text)
+    many = find(_ANSWER_NAMES, _is_text_list)
+    if prompt and many:
+        tries.append(f"adapter: multi_response, options: {{prompt_field: {prompt}, responses_field: {many}}}")
+    answer = find(tuple(n for n in _ANSWER_NAMES if n != prompt), is_text)
+    if prompt and answer and answer != prompt:
+        tries.append(f"adapter: alpaca, options: {{instruction_field: {prompt}, output_field: {answer}}}")
+    elif prompt:
+        tries.append(f"adapter: alpaca, options: {{instruction_field: {prompt}}} (prompts only)")
+    a, b = find(("chosen", "response_a", "answer_a", "model_a_answer")), find(("rejected", "response_b", "answer_b"))
+    if a and b and a != b:
+        tries.append(f"adapter: pairwise, options: {{prompt_field: {prompt or 'prompt'}, a_field: {a}, b_field: {b}}}")
+    return "; or ".join(tries)
+
+
+def detect_adapter(columns: Sequence[str], file: str, schema: Mapping[str, pl.DataType] | None = None) -> str:
+    """The adapter whose columns ``columns`` has (see :func:`detect`), else an ``InputDataError`` listing every
+    adapter with the columns it expects and suggesting the adapter and options that fit."""
+    return detect(columns, file, schema)[0]
 
 
 def get_adapter(name: str, file: str = "<input>") -> Adapter:
@@ -112,9 +178,9 @@ def adapt(
     row is set aside, not silently changed.  ``text_checked``: the reader already applied the rule.
     """
     schema = raw.collect_schema()
-    name = detect_adapter(schema.names(), file) if adapter == "auto" else adapter
+    name, implied = detect(schema.names(), file, schema) if adapter == "auto" else (adapter, {})
     impl = get_adapter(name, file)
-    opts = impl.parse_options(options, file)
+    opts = impl.parse_options({**implied, **(options or {})}, file)
     table = impl.table_for(opts)
     if "_line" not in schema:
         raw = raw.with_row_index("_line", offset=1).with_columns(pl.col("_line").cast(pl.Int64))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 
 from curate.errors import InputDataError, where
-from curate.io.adapters import INTERNAL, adapt, detect_adapter
+from curate.io.adapters import INTERNAL, adapt, detect
 from curate.io.readers import Limits, read_raw
 
 if TYPE_CHECKING:
@@ -101,10 +101,12 @@ def load(
         )
     if adapter == "auto" and len(raw.files) > 1:
         _check_one_format(file, raw.files)
-    name = detect_adapter(data_columns, file) if adapter == "auto" else adapter
+    # detection by column names and types; the options it implies (a list-valued output's column) under the user's
+    name, implied = detect(data_columns, file, schema) if adapter == "auto" else (adapter, {})
     # JSON and CSV readers already rejected NUL text line by line; Parquet (and any frame) is checked here.
     checked = raw.format in ("jsonl", "json", "csv", "tsv")
-    adapted, table = adapt(raw.frame, name, file=file, options=options, source=source, text_checked=checked)
+    adapted, table = adapt(raw.frame, name, file=file, options={**implied, **(options or {})}, source=source,
+                           text_checked=checked)
     return Loaded(raw.path, name, table, adapted, raw.bad_lines, raw.frame, data_columns, list(raw.skipped))
 
 
@@ -115,7 +117,7 @@ def _check_one_format(folder: str, files: Mapping[str, pl.Schema]) -> None:
     for name, schema in files.items():
         columns = [c for c in schema.names() if c not in INTERNAL]
         try:
-            formats[name] = detect_adapter(columns, f"{folder}/{name}") if columns else "no columns"
+            formats[name] = detect(columns, f"{folder}/{name}", schema)[0] if columns else "no columns"
         except InputDataError:
             formats[name] = f"unknown format, columns {sorted(columns)}"
     if len({f for f in formats.values() if f != "no columns"}) > 1:

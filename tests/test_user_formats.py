@@ -1,0 +1,60 @@
+"""Formats a user brings (issue 17): a list-valued ``output`` is multi_response, an unknown format's error says
+which adapter and options would read it; on real files from /work/shared/data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import curate
+from curate.errors import InputDataError
+from curate.io.adapters import detect
+
+DATA = Path("/work/shared/data")
+MAGPIE = DATA / "magpie_po_example" / "example_instructions_5res.json"
+GSM8K = DATA / "gsm8k" / "test.jsonl"
+pytestmark = pytest.mark.skipif(not MAGPIE.is_file(), reason="shared data not mounted")
+
+
+def test_list_valued_output_is_multi_response(tmp_path: Path) -> None:
+    """Magpie's 5 instructions with their 5 responses under ``output`` (as many best-of-n dumps name it): every
+    row was rejected as alpaca before (an output must be text); now 5 candidate rows of 5 responses."""
+    rows = json.loads(MAGPIE.read_text())
+    path = tmp_path / "best_of_5.jsonl"
+    path.write_text("".join(json.dumps({"instruction": r["instruction"], "output": r["responses"]}) + "\n"
+                            for r in rows))
+    loaded = curate.io.load(path)
+    assert (loaded.adapter, loaded.table) == ("multi_response", "candidates")
+    assert loaded.rejected.collect().height == 0
+    df = loaded.frame.collect()
+    assert df["responses"].list.len().to_list() == [5] * 5
+    assert df["responses"][0][0]["content"] == rows[0]["responses"][0]
+
+
+def test_text_output_stays_alpaca() -> None:
+    import polars as pl
+
+    assert detect(["instruction", "output"], "f", {"instruction": pl.String, "output": pl.String})[0] == "alpaca"
+    name, implied = detect(["prompt", "outputs"], "f", {"prompt": pl.String, "outputs": pl.List(pl.String)})
+    assert (name, implied) == ("multi_response", {"prompt_field": "prompt", "responses_field": "outputs"})
+
+
+def test_unknown_format_suggests_adapter_and_options() -> None:
+    with pytest.raises(InputDataError) as err:
+        curate.read(str(GSM8K))
+    message = str(err.value)
+    assert "cannot tell the format from its columns ['answer', 'question']" in message
+    assert "Try adapter: alpaca, options: {instruction_field: question, output_field: answer}" in message
+    # and the suggestion reads the file
+    df = curate.read(str(GSM8K), adapter="alpaca", instruction_field="question", output_field="answer").collect()
+    assert df.height == 1319 and df["messages"][0][1]["content"].startswith("Janet sells 16 - 3 - 4")
+
+
+def test_unknown_format_with_a_list_of_answers_suggests_multi_response() -> None:
+    import polars as pl
+
+    with pytest.raises(InputDataError, match=r"Try adapter: multi_response, options: \{prompt_field: question, "
+                                             r"responses_field: answers\}"):
+        detect(["question", "answers"], "f", {"question": pl.String, "answers": pl.List(pl.String)})
