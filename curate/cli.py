@@ -157,6 +157,13 @@ def run(
                 f"  manifest:  {result.manifest_path}",
                 highlight=False,
             )
+            # Both are views a failure never stops a run for: named only when this run wrote them (data/ is
+            # replaced whole, so a card there is this run's; a report older than the manifest is an earlier run's).
+            card, report = result.output.parent / "README.md", result.run_dir / "report.html"
+            if card.is_file():
+                out.print(f"  card:      {card}", highlight=False)
+            if report.is_file() and report.stat().st_mtime >= result.manifest_path.stat().st_mtime:
+                out.print(f"  report:    {report}", highlight=False)
 
     _guard(debug, action)
 

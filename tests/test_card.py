@@ -197,3 +197,16 @@ def test_features_match_datasets_for_nested_types(tmp_path: Path) -> None:
                  schema_overrides={"f": pl.Float32}).write_parquet(path)
     schema = pq.read_schema(path)
     assert features(schema) == datasets.Features.from_arrow_schema(schema)._to_yaml_list()
+
+
+def test_run_prints_card_and_report_paths(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(ROOT / "recipes" / "preference_clean.yaml"), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert f"  card:      {run / 'data' / 'README.md'}" in lines
+    assert lines[-1] == f"  report:    {run / 'report.html'}"  # the last line: where to look next
