@@ -2,10 +2,11 @@
 
 Data: Anthropic hh-rlhf harmless-base test (../shared/data, curate's hh_rlhf adapter: 2,303 pairs), split by
 prompt per seed (``--heldout`` of the distinct prompts, seeded; no prompt on both sides).  Every arm trains the
-same reward model: :func:`curate.reward.bradley_terry.fit_bt` (``--head``, ``--members``, its default settings,
-those of ``curate rm fit``) on the features of :mod:`curate.reward.embedding_rm` (MiniLM; what ``curate rm fit``
-and ``label_audit`` use), from one vector cache shared by every arm and seed (texts are encoded once).  The
-audit runs with its own defaults (5 folds, 5 linear members, ``C`` 0.001).  Arms, each a subset of the training pairs:
+same reward model: :func:`curate.reward.bradley_terry.fit_bt` (``--head``, ``--members``; its default settings,
+those of ``curate rm fit``, unless ``--C`` is given) on the features of :mod:`curate.reward.embedding_rm`
+(MiniLM; what ``curate rm fit`` and ``label_audit`` use), from one vector cache shared by every arm and seed
+(texts are encoded once).  The audit runs with its own defaults (5 folds, 5 linear members, ``C`` 0.001).
+Arms, each a subset of the training pairs:
 
 - ``all``: every training pair.
 - ``label_audit``: the pairs ``label_audit`` keeps when it drops its top 10% by ``label_flip_p`` (the real
