@@ -90,8 +90,8 @@ class LabelAudit(Stage):
       :data:`AUDIT_HYPER`).  ``features``: the embedding reward model's feature parts (its default).
     - **Suspects**: ``label_flip_p > threshold`` (default 0.65), or with ``fraction`` the ``ceil(fraction * n)``
       pairs with the highest ``label_flip_p`` (ties: input order).  The strongly regularised ensemble ranks
-      pairs well but its probabilities are shrunk toward 0.5 (on hh-rlhf harmless 5% of pairs are above 0.65
-      and 1% above 0.74), so ``fraction`` is the knob for a fixed budget.
+      pairs well but its probabilities are shrunk toward 0.5 (hh-rlhf harmless with 10% planted flips: 12% of
+      pairs above 0.65; benchmarks/label_noise.py), so ``fraction`` is the knob for a fixed budget.
     - ``mode: flag`` adds ``label_flip_p``, ``label_suspect`` and ``label_margin`` (the same ensemble's mean
       ``r(chosen) - r(rejected)`` in log-odds units: a ``pairs``-style margin for filtering ambiguous pairs,
       those near 0, with a ``filter`` expression); ``drop`` also sends suspects to quarantine
