@@ -293,7 +293,7 @@ def test_reference_logps_stay_out_of_the_run_data_folder(tmp_path: Path, tiny_ll
     config = parse_train_config(_config(tiny_llm_path, tmp_path / "out", data=str(run_dir), max_steps=1,
                                         eval_fraction=0.25))
     first = run_train(config).runs[0]
-    assert [p.name for p in (run_dir / "data").iterdir()] == ["preference.parquet"]
+    assert sorted(p.name for p in (run_dir / "data").iterdir()) == ["README.md", "preference.parquet"]  # + card
     stored = Path(first["reference"]["train"]["file"])
     assert stored.parent == run_dir / "cache" / "ref_logps" and stored.is_file()
 
