@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 import curate
@@ -58,3 +59,60 @@ def test_unknown_format_with_a_list_of_answers_suggests_multi_response() -> None
     with pytest.raises(InputDataError, match=r"Try adapter: multi_response, options: \{prompt_field: question, "
                                              r"responses_field: answers\}"):
         detect(["question", "answers"], "f", {"question": pl.String, "answers": pl.List(pl.String)})
+
+
+MGSM = DATA / "mgsm" / "mgsm_en.tsv"  # question<TAB>answer, no header row (as MMLU's CSV question files)
+
+
+def test_headerless_tsv_reads_with_columns() -> None:
+    # read as before, its first question becomes the header and one row is lost
+    assert curate.io.read_raw(MGSM).frame.collect().height == 249
+    df = curate.read(str(MGSM), adapter="alpaca", header=False, columns=["question", "answer"],
+                     instruction_field="question", output_field="answer").collect()
+    assert df.height == 250
+    assert df["messages"][0][0]["content"].startswith("Janet’s ducks lay 16 eggs per day.")
+    assert df["messages"][0][1]["content"] == "18"
+    with pytest.raises(InputDataError, match="header: false needs columns"):
+        curate.read(str(MGSM), header=False)
+    with pytest.raises(InputDataError, match="add header: false"):
+        curate.read(str(MGSM), columns=["question", "answer"])
+    with pytest.raises(InputDataError, match=r"expected 3 fields \(as the columns option names\), got 2"):
+        curate.read(str(MGSM), header=False, columns=["question", "answer", "extra"])
+    with pytest.raises(InputDataError, match="applies to a CSV or TSV file only"):
+        curate.read(str(GSM8K), header=False, columns=["question"])
+
+
+def test_recipe_input_without_header(tmp_path: Path) -> None:
+    from curate.runner import run_recipe
+
+    recipe = tmp_path / "mgsm.yaml"
+    recipe.write_text(
+        "name: mgsm\n"
+        "input:\n"
+        f"  - path: {MGSM}\n"
+        "    header: false\n"
+        "    columns: [question, answer]\n"
+        "    adapter: alpaca\n"
+        "    options: {instruction_field: question, output_field: answer}\n"
+        "stages:\n"
+        "  - exact_dedup: {}\n"
+    )
+    result = run_recipe(recipe, out=tmp_path / "run")
+    data = pl.read_parquet(next((tmp_path / "run" / "data").glob("*.parquet")))
+    assert data.height == 250 and result is not None
+
+
+def test_audit_reference_without_header_and_through_an_adapter() -> None:
+    from curate.stages.audit import Reference, load_reference
+
+    plain = load_reference(Reference(path=str(MGSM), header=False, columns=["question", "answer"], text="question"))
+    assert plain.height == 250 and plain["reference_text"][0].startswith("Janet’s ducks")
+    adapted = load_reference(Reference(path=str(MGSM), header=False, columns=["question", "answer"], adapter="alpaca",
+                                       options={"instruction_field": "question"}))
+    assert adapted.height == 250 and adapted["reference_text"][0] == plain["reference_text"][0]
+    # GSM8K's question/answer JSONL through the alpaca adapter and its options
+    gsm = load_reference(Reference(path=str(GSM8K), adapter="alpaca",
+                                   options={"instruction_field": "question", "output_field": "answer"}))
+    assert gsm.height == 1319
+    with pytest.raises(InputDataError, match="options are an adapter's"):
+        load_reference(Reference(path=str(GSM8K), text="question", options={"instruction_field": "question"}))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -82,14 +82,17 @@ def load(
     options: Mapping[str, Any] | None = None,
     source: str | None = None,
     limits: Limits | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Loaded:
     """Read ``path`` and adapt it; reader bad lines and adapter row errors both end in ``rejected``.
+
+    ``columns``: the column names of a CSV/TSV file without a header row (:func:`read_raw`).
 
     Raises ``InputDataError`` for what :func:`read_raw` and :func:`adapt` raise, when no line of the file
     could be parsed at all (then no columns exist to detect a format from), and for a folder whose files
     the ``auto`` adapter would read as different formats (one line naming each file's format).
     """
-    raw = read_raw(path, limits)
+    raw = read_raw(path, limits, columns)
     file = str(raw.path)
     schema = raw.frame.collect_schema()
     data_columns = [c for c in schema.names() if c not in INTERNAL]
@@ -130,7 +133,7 @@ def _check_one_format(folder: str, files: Mapping[str, pl.Schema]) -> None:
 
 def read(path: str | Path, adapter: str = "auto", *, limits: Limits | None = None,
          on_error: Literal["raise", "quarantine"] = "raise", ctx: Context | None = None,
-         **options: Any) -> pl.LazyFrame:
+         header: bool = True, columns: Sequence[str] | None = None, **options: Any) -> pl.LazyFrame:
     """The good rows of ``path`` as a canonical LazyFrame (notebook use).
 
     ``on_error="raise"`` (default, as a recipe's ``on_error``): raises ``InputDataError`` "FILE, row N: REASON"
@@ -138,11 +141,12 @@ def read(path: str | Path, adapter: str = "auto", *, limits: Limits | None = Non
     as ``curate run`` does, in ``ctx`` (``ctx.quarantine_frame(stage="read")``: ``code`` such as
     ``malformed_json``, the reason with file and row, the raw row); without a ``ctx`` they are counted in a
     warning (:func:`load` gives them as ``rejected``).  Options are the adapter's (e.g.
-    ``output_field="response"``); ``limits`` the reader's (:class:`curate.io.readers.Limits`).
+    ``output_field="response"``); ``limits`` the reader's (:class:`curate.io.readers.Limits`).  A CSV/TSV
+    without a header row: ``header=False, columns=["question", "answer"]``.
     """
     if on_error not in ("raise", "quarantine"):
         raise ValueError(f"on_error={on_error!r}: choose 'raise' or 'quarantine'")
-    loaded = load(path, adapter, options or None, limits=limits)
+    loaded = load(path, adapter, options or None, limits=limits, columns=reader_columns(path, header, columns))
     internal = [c for c in ("_line", "_file") if c in loaded.frame.collect_schema().names()]
     if on_error == "quarantine":
         _set_aside(loaded, ctx)
@@ -153,6 +157,16 @@ def read(path: str | Path, adapter: str = "auto", *, limits: Limits | None = Non
         raise InputDataError(f"{where(_file_of(str(loaded.path), row), row['_line'])}: {row['reason']} "
                              "(on_error='quarantine' sets such rows aside and reads the rest)")
     return loaded.frame.drop(internal)
+
+
+def reader_columns(path: str | Path, header: bool, columns: Sequence[str] | None) -> list[str] | None:
+    """The column names to give the CSV reader: ``columns`` for a file without a header (``header: false``),
+    ``None`` for one with; ``InputDataError`` for one without the other."""
+    if header and columns is not None:
+        raise InputDataError(f"{path}: columns names the columns of a file without a header row: add header: false")
+    if not header and not columns:
+        raise InputDataError(f"{path}: header: false needs columns: [name, ...] (the names of the file's columns)")
+    return None if header else list(columns or [])
 
 
 def _set_aside(loaded: Loaded, ctx: Context | None) -> None:

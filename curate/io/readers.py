@@ -1,7 +1,8 @@
 """Read a data file (or an HF-style folder of them) into raw Polars columns, keeping line numbers.
 
 Formats, by extension: ``.parquet``; ``.jsonl`` / ``.ndjson`` (and ``.gz``); ``.json`` (an array of objects,
-or JSON Lines content); ``.csv`` / ``.tsv`` (header row required; and ``.gz``).  A directory is read as the
+or JSON Lines content); ``.csv`` / ``.tsv`` (a header row, or ``columns=[...]`` naming the columns of a file
+without one, such as MGSM's or MMLU's question files; and ``.gz``).  A directory is read as the
 concatenation of its data files (``data/train-*.parquet`` and the like), with a ``_file`` column naming each
 row's file (relative to the directory).
 
@@ -162,30 +163,40 @@ def format_of(path: Path) -> str | None:
     return FORMATS.get(suffixes[-1]) if suffixes else None
 
 
-def read_raw(path: str | Path, limits: Limits | None = None) -> RawInput:
+def read_raw(path: str | Path, limits: Limits | None = None, columns: Sequence[str] | None = None) -> RawInput:
     """Read ``path`` (file or folder) into a :class:`RawInput`; ``InputDataError`` when it cannot be read.
 
     Errors: no such file; not a regular file (a FIFO, a device); unsupported extension; no rows (empty file,
     header only, blank lines only); a JSON file whose top level is not an array of objects; a folder with no
     data files, or whose files do not make one table.  A file whose every line is bad is *not* an error
     here: ``frame`` is then empty and ``bad_lines`` says why.
+
+    ``columns``: a CSV/TSV file without a header row (``header: false`` in a recipe input): the names of its
+    columns, in order; every line is then a record (line 1 the first), checked against their number.
     """
     limits = limits or DEFAULT_LIMITS
     p = Path(path)
-    if check_input(p):
+    is_folder = check_input(p)
+    fmt = None if is_folder else format_of(p)
+    if columns is not None and (is_folder or fmt not in ("csv", "tsv")):
+        raise InputDataError(f"{p}: columns (header: false) applies to a CSV or TSV file only")
+    if columns is not None and (not columns or len(set(columns)) != len(columns)):
+        raise InputDataError(f"{p}: columns must name each column once, got {list(columns)}")
+    if is_folder:
         return _read_folder(p, limits)
-    fmt = format_of(p)
     if fmt is None:
         raise InputDataError(f"{p}: unsupported file type (supported: {supported_extensions()})")
     if fmt == "parquet":
         return _read_parquet(p)
     data = _read_head(p) if fmt in ("jsonl", "csv", "tsv") else _read_bytes(p)
     if data is None:  # larger than one block: stream it
-        return _read_jsonl_blocks(p, fmt, limits) if fmt == "jsonl" else _read_csv(p, None, fmt, limits)
+        return _read_jsonl_blocks(p, fmt, limits) if fmt == "jsonl" else _read_csv(p, None, fmt, limits, columns)
     if not data.strip() or data.strip() == _BOM:
         raise InputDataError(f"{p} has no rows (the file is empty)")
-    reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "tsv": _read_csv}[fmt]
-    raw = reader(p, data, fmt, limits)
+    if fmt in ("csv", "tsv"):
+        raw = _read_csv(p, data, fmt, limits, columns)
+    else:
+        raw = {"jsonl": _read_jsonl, "json": _read_json}[fmt](p, data, fmt, limits)
     if raw.bad_lines.is_empty() and raw.frame.select(pl.len()).collect().item() == 0:
         raise InputDataError(f"{p} has no rows")
     return raw
@@ -1175,7 +1186,8 @@ def _has_surrogates(value: str) -> bool:
 # -- CSV / TSV -------------------------------------------------------------------------------------------
 
 
-def _read_csv(p: Path, data: bytes | None, fmt: str, limits: Limits = DEFAULT_LIMITS) -> RawInput:
+def _read_csv(p: Path, data: bytes | None, fmt: str, limits: Limits = DEFAULT_LIMITS,
+              columns: Sequence[str] | None = None) -> RawInput:
     """Python's csv module (C speed): exact start lines, strict field counts, blank lines skipped.
 
     Polars' CSV reader would silently fill short rows with nulls and turn blank lines into all-null rows.
@@ -1184,11 +1196,11 @@ def _read_csv(p: Path, data: bytes | None, fmt: str, limits: Limits = DEFAULT_LI
     """
     if data is not None:
         text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-        return _read_csv_text(p, io.StringIO(text, newline=""), fmt, None, limits)
+        return _read_csv_text(p, io.StringIO(text, newline=""), fmt, None, limits, columns)
     try:
         with _open(p) as fh:
             stream = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
-            return _read_csv_text(p, stream, fmt, _spill_folder(), limits)
+            return _read_csv_text(p, stream, fmt, _spill_folder(), limits, columns)
     except (OSError, EOFError) as exc:
         raise InputDataError(f"{p}: cannot read the file ({exc})") from exc
 
@@ -1227,10 +1239,12 @@ def _take_cut(cut: list[_Bad], last: int) -> list[_Bad]:
     return taken
 
 
-def _read_csv_text(p: Path, stream: IO[str], fmt: str, spill: Path | None, limits: Limits = DEFAULT_LIMITS) -> RawInput:
+def _read_csv_text(p: Path, stream: IO[str], fmt: str, spill: Path | None, limits: Limits = DEFAULT_LIMITS,
+                   columns: Sequence[str] | None = None) -> RawInput:
     cut: list[_Bad] = []
     reader = csv.reader(_capped_lines(stream, limits, cut), delimiter="\t" if fmt == "tsv" else ",")
-    header: list[str] | None = None
+    header: list[str] | None = list(columns) if columns is not None else None
+    where = "as in the header" if columns is None else "as the columns option names"
     rows: list[list[str]] = []
     numbers: list[int] = []
     bad: list[tuple[int, str, str]] = []
@@ -1281,7 +1295,7 @@ def _read_csv_text(p: Path, stream: IO[str], fmt: str, spill: Path | None, limit
                 )
             elif len(record) != len(header):
                 bad.append(
-                    (start, f"expected {len(header)} fields (as in the header), got {len(record)}", raw)
+                    (start, f"expected {len(header)} fields ({where}), got {len(record)}", raw)
                 )
             elif "\x00" in raw:
                 column = next(name for name, value in zip(header, record, strict=True) if "\x00" in value)

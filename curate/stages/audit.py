@@ -42,8 +42,10 @@ AUDIT_SCHEMA: dict[str, pl.DataType] = {
 
 class Reference(BaseModel):
     """One reference set: a file (JSONL/JSON/Parquet/CSV, ``.gz`` too) with a text column, or any input
-    curate.io can adapt (``adapter:``; then its prompt text is the reference).  A list-of-strings column
-    (MT-Bench ``turns``) gives one reference item per element."""
+    curate.io can adapt (``adapter:``, ``auto`` included, with the adapter's ``options``, as a recipe input;
+    then its prompt text is the reference).  A list-of-strings column (MT-Bench ``turns``) gives one reference
+    item per element.  A CSV/TSV without a header row (MMLU's or MGSM's question files): ``header: false``
+    and ``columns: [question, ...]``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +54,9 @@ class Reference(BaseModel):
     text: str | None = None
     id: str | None = None
     adapter: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    header: bool = True
+    columns: list[str] | None = None
 
     @property
     def label(self) -> str:
@@ -70,16 +75,21 @@ def load_reference(ref: Reference, base_dir: Path = Path(".")) -> pl.DataFrame:
     """``reference, reference_id, reference_text`` of one reference set; ``InputDataError`` naming the path
     when it is missing, unreadable, lacks the text column or holds no text."""
     from curate.io import read, read_raw
+    from curate.io.loading import reader_columns
 
     path = _resolve(ref.path, base_dir)
     if not path.exists():
         raise InputDataError(f"{path}: reference set '{ref.label}' not found (audit references)")
+    columns = reader_columns(path, ref.header, ref.columns)
     if ref.adapter:
-        lf = read(path, ref.adapter)
+        lf = read(path, ref.adapter, header=ref.header, columns=columns, **ref.options)
         table = Stage.table_of(lf)
         frame = lf.select(pl.col("id").alias("_rid"), prompt_text(table).alias("_rtext")).collect()
     else:
-        raw = read_raw(path).frame
+        if ref.options:
+            raise InputDataError(f"{path}: reference set '{ref.label}': options are an adapter's; add adapter: "
+                                 "auto (or the adapter's name), or name the text column with text:")
+        raw = read_raw(path, columns=columns).frame
         names = raw.collect_schema().names()
         column = ref.text or next((c for c in TEXT_COLUMNS if c in names), None)
         if column is None or column not in names:
