@@ -39,6 +39,9 @@ class InputSpec(BaseModel):
     #: What one row may hold (curate.io.readers.Limits): a row past a limit is rejected with its reason.
     max_nesting: int = Field(default=DEFAULT_LIMITS.max_nesting, ge=1)
     max_line_mb: float = Field(default=DEFAULT_LIMITS.max_line_bytes / (1 << 20), gt=0)
+    #: A CSV/TSV file without a header row: ``header: false`` and the names of its columns, in order.
+    header: bool = True
+    columns: list[str] | None = None
 
     def limits(self) -> Limits:
         return Limits(max_nesting=self.max_nesting, max_line_bytes=max(1, int(self.max_line_mb * (1 << 20))))

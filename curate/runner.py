@@ -42,6 +42,7 @@ from curate.checkpoint import file_digest
 from curate.contract import check_chain, raise_problems, schema_columns
 from curate.errors import CurateError, InputDataError, RecipeError, environment_error
 from curate.io import Loaded, load
+from curate.io.loading import reader_columns
 from curate.io.readers import check_input
 from curate.models import ModelRegistry
 from curate.pipeline import QUARANTINE_SCHEMA, Context, reason_code
@@ -187,7 +188,8 @@ class Runner:
             specs.append((spec, path, file_digest(path)))
         key_payload = {
             "v": INGEST_VERSION,
-            "inputs": [[s.adapter, s.options, s.source, digest, s.max_nesting, s.max_line_mb]
+            "inputs": [[s.adapter, s.options, s.source, digest, s.max_nesting, s.max_line_mb,
+                        *([s.header, s.columns] if not s.header or s.columns else [])]
                        for s, _, digest in specs],
             "limit": self.limit,
             "on_error": recipe.on_error,
@@ -202,7 +204,8 @@ class Runner:
 
         loaded: list[Loaded] = []
         for (spec, path, _), info in zip(specs, inputs_info, strict=True):
-            item = load(path, spec.adapter, options=spec.options, source=spec.source, limits=spec.limits())
+            item = load(path, spec.adapter, options=spec.options, source=spec.source, limits=spec.limits(),
+                        columns=reader_columns(path, spec.header, spec.columns))
             if item.skipped:  # files of a folder input that were not read: said, and kept in the manifest
                 info["skipped"] = [{"path": name, "reason": why} for name, why in item.skipped]
                 logging.getLogger("curate").warning(
