@@ -4,7 +4,9 @@ A kill at a random moment is a race a test cannot win reliably on a fast machine
 the moment instead: ``shard:N`` (right after the N-th batch shard of this process is committed),
 ``stage:LABEL`` (after a stage's files are written, before it is marked done), ``publish`` (after
 ``data/`` is replaced, before ``manifest.json``), ``embed:flush`` (after the vector cache's first write).
-The kill is a real SIGKILL: no cleanup, no ``finally``.
+The kill is a real SIGKILL: no cleanup, no ``finally``.  ``CURATE_STOP_AT`` names a point the same way and
+the process stops itself there (SIGSTOP) instead, holding whatever it holds (its run lock), until a test
+continues or kills it: an overlap that is certain, not a race.
 Unset (always, outside tests), this costs one dictionary lookup per call.
 """
 
@@ -33,3 +35,5 @@ def shard_written() -> None:
 def reached(point: str) -> None:
     if os.environ.get("CURATE_CRASH_AT") == point:
         _crash()
+    if os.environ.get("CURATE_STOP_AT") == point:
+        os.kill(os.getpid(), signal.SIGSTOP)

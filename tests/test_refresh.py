@@ -153,23 +153,23 @@ def test_refresh_killed_mid_run_and_resumed_matches(tiny_llm_path: Path, tmp_pat
 
 def test_two_concurrent_runs_on_one_output(tmp_path: Path) -> None:
     """Two real ``curate run`` processes on one output: the second exits 6 naming the holder.  The first
-    holds the lock while it reads its input, a named pipe no one writes to, so the overlap is certain, not
-    a race.  Killing the holder frees the lock (flock dies with the process): the next run goes through.
-    (``test_runner.test_lock_held`` checks the in-process error.)"""
-    pipe = tmp_path / "blocked.jsonl"
-    os.mkfifo(pipe)
+    stops itself (SIGSTOP, ``CURATE_STOP_AT``) right after its read stage, holding the lock, so the overlap is
+    certain, not a race.  Killing the holder frees the lock (flock dies with the process): the next run goes
+    through.  (``test_runner.test_lock_held`` checks the in-process error.)"""
     write(tmp_path / "data.jsonl", rows(5))
-    for name, data in (("held", pipe.name), ("ok", "data.jsonl")):
-        (tmp_path / f"{name}.yaml").write_text(
-            f"name: {name}\ninput: {{path: {data}, adapter: alpaca}}\nstages:\n  - exact_dedup: {{}}\n")
+    (tmp_path / "ok.yaml").write_text(
+        "name: ok\ninput: {path: data.jsonl, adapter: alpaca}\nstages:\n  - exact_dedup: {}\n")
     run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "curate.cli", "run", str(tmp_path / "held.yaml"), "--out",
-                              str(run), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen([sys.executable, "-m", "curate.cli", "run", str(tmp_path / "ok.yaml"), "--out",
+                              str(run), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "CURATE_STOP_AT": "stage:00-read"})
     try:
-        deadline = time.monotonic() + 60
-        while f"pid {first.pid} " not in ((run / ".lock").read_text() if (run / ".lock").exists() else ""):
-            assert first.poll() is None and time.monotonic() < deadline, "first run ended before taking the lock"
+        deadline = time.monotonic() + 120
+        # /proc/PID/stat's third field is the state: T once the process has stopped itself at the read stage
+        while Path(f"/proc/{first.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            assert first.poll() is None and time.monotonic() < deadline, "first run ended before stopping"
             time.sleep(0.05)
+        assert f"pid {first.pid} " in (run / ".lock").read_text()
         second = curate("run", str(tmp_path / "ok.yaml"), "--out", str(run), "--quiet", "--log-json")
         assert first.poll() is None
     finally:
