@@ -572,7 +572,10 @@ def judge_eval(
 
 
 rm_app = typer.Typer(help="Embedding reward models: fit a Bradley-Terry ensemble on frozen sentence vectors.",
-                     no_args_is_help=True, rich_markup_mode="markdown")
+                     no_args_is_help=True, rich_markup_mode="markdown", epilog=_examples(
+                         "curate rm fit labels.jsonl --out models/rm",
+                         "curate run recipe.yaml   # with reward_score: {path: models/rm}",
+                     ))
 app.add_typer(rm_app, name="rm")
 
 
