@@ -30,11 +30,11 @@ demo: install
 	$(VENV)/bin/curate inspect runs/quickstart
 
 test: install
-	$(VENV)/bin/ruff check curate tests benchmarks
+	$(VENV)/bin/ruff check curate tests benchmarks scripts
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: install
-	$(VENV)/bin/ruff check curate tests benchmarks
+	$(VENV)/bin/ruff check curate tests benchmarks scripts
 
 bench-minhash: install
 	$(PY) benchmarks/minhash.py
