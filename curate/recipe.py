@@ -42,6 +42,8 @@ class InputSpec(BaseModel):
     #: A CSV/TSV file without a header row: ``header: false`` and the names of its columns, in order.
     header: bool = True
     columns: list[str] | None = None
+    #: Files joined to this one on a key column (curate.io.loading.Join): ``{on: question_id, files: [...]}``.
+    join: dict[str, Any] | None = None
 
     def limits(self) -> Limits:
         return Limits(max_nesting=self.max_nesting, max_line_bytes=max(1, int(self.max_line_mb * (1 << 20))))

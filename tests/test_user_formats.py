@@ -116,3 +116,39 @@ def test_audit_reference_without_header_and_through_an_adapter() -> None:
     assert gsm.height == 1319
     with pytest.raises(InputDataError, match="options are an adapter's"):
         load_reference(Reference(path=str(GSM8K), text="question", options={"instruction_field": "question"}))
+
+
+MT_BENCH = DATA / "mt_bench"
+
+
+def test_joined_mt_bench_questions_and_reference_answers(tmp_path: Path) -> None:
+    """MT-Bench ships its 80 questions and GPT-4's reference answers (30 of them) as two files keyed by
+    question_id: joined, the turns adapter interleaves user and answer turns."""
+    join = {"on": "question_id", "files": [str(MT_BENCH / "reference_answer_gpt-4.jsonl")]}
+    df = curate.read(str(MT_BENCH / "question.jsonl"), join=join, assistant_field="choices.0.turns").collect()
+    assert df.height == 80
+    lengths = df["messages"].list.len().value_counts().sort("messages").rows()
+    assert lengths == [(1, 50), (4, 30)]  # questions without a reference answer: their first turn, a prompt
+    row = df.filter(pl.col("question_id") == "101").row(0, named=True)
+    assert [m["role"] for m in row["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert row["messages"][1]["content"].startswith("If you have just overtaken the second person")
+    inner = curate.read(str(MT_BENCH / "question.jsonl"), join={**join, "how": "inner"},
+                        assistant_field="choices.0.turns").collect()
+    assert inner.height == 30
+    with pytest.raises(InputDataError, match="no column 'qid' to join on"):
+        curate.read(str(MT_BENCH / "question.jsonl"), join={"on": "qid", "files": join["files"]})
+    # as a recipe input, the joined file relative to the recipe
+    recipe = tmp_path / "mt.yaml"
+    recipe.write_text(
+        "name: mt\ninput:\n"
+        f"  - path: {MT_BENCH / 'question.jsonl'}\n"
+        "    adapter: turns\n"
+        "    options: {assistant_field: choices.0.turns}\n"
+        f"    join: {{on: question_id, how: inner, files: [{MT_BENCH / 'reference_answer_gpt-4.jsonl'}]}}\n"
+        "stages:\n  - exact_dedup: {}\n"
+    )
+    from curate.runner import run_recipe
+
+    run_recipe(recipe, out=tmp_path / "run")
+    data = pl.read_parquet(next((tmp_path / "run" / "data").glob("*.parquet")))
+    assert data.height == 30 and set(data["messages"].list.len().to_list()) == {4}

@@ -16,6 +16,7 @@ adapter            table               picked when the input has the columns
 ``sharegpt``       conversation        conversations ([{from, value}])
 ``openai``         conversation        messages ([{role, content}]) without curate's id/source
 ``alpaca``         conversation        instruction (+ input, output|response, system, instances)
+``turns``          conversation        turns (a list of user turns; MT-Bench; answers' turns by option)
 =================  ==================  =======================================================================
 
 The output of :func:`adapt` is ``schema.conform(...)``: ``id`` (content hash, always recomputed), the table's
@@ -41,7 +42,7 @@ import polars as pl
 from curate.errors import InputDataError
 from curate.io._base import Adapter
 from curate.io._exprs import first_problem, problem
-from curate.io.chat import Alpaca, ConversationTable, OpenAIMessages, ShareGPT
+from curate.io.chat import Alpaca, ConversationTable, OpenAIMessages, ShareGPT, Turns
 from curate.io.oasst import Oasst
 from curate.io.prefs import HHRLHF, CandidatesTable, MultiResponse, Pairwise, PreferenceTable
 from curate.schema import TABLES, conform
@@ -60,6 +61,7 @@ ADAPTERS: dict[str, Adapter] = {
         ShareGPT(),
         OpenAIMessages(),
         Alpaca(),
+        Turns(),
     )
 }
 
@@ -112,7 +114,8 @@ def suggest(names: frozenset[str], types: Mapping[str, pl.DataType]) -> str:
     def find(candidates: Sequence[str], want: Any = None) -> str | None:
         for key in candidates:
             for low, col in lower.items():
-                if (low == key or low.startswith(key) or low.endswith(key)) and (want is None or want(types.get(col))):
+                affix = low.startswith(key) or low.endswith(key)
+                if (low == key or (affix and not low.endswith("id"))) and (want is None or want(types.get(col))):
                     return col
         return None
 

@@ -1,9 +1,11 @@
-"""Adapters to the conversation (SFT) table: curate's own, Alpaca, ShareGPT and OpenAI messages."""
+"""Adapters to the conversation (SFT) table: curate's own, Alpaca, ShareGPT, OpenAI messages and multi-turn
+benchmark turns (MT-Bench)."""
 
 from __future__ import annotations
 
 import polars as pl
 
+from curate.errors import InputDataError
 from curate.io._base import Adapter, Conversion, Options, first_present, require
 from curate.io._exprs import (
     OPENAI_ROLES,
@@ -240,3 +242,76 @@ class OpenAIMessages(Adapter):
         name = opts.messages_field
         value, issue = messages(name, require(schema, name, self.name), roles=OPENAI_ROLES)
         return Conversion(lf, {"messages": value, "_error": issue}, {name})
+
+
+class TurnsOptions(Options):
+    #: The user turns: a list of texts (MT-Bench ``turns``).
+    user_field: str = "turns"
+    #: The assistant turns, a list of texts, as a dotted path where a number indexes a list: MT-Bench's answer
+    #: files hold them at ``choices.0.turns`` (after a ``join``, under the prefix a clash gave them).
+    assistant_field: str | None = None
+
+
+class Turns(Adapter):
+    """Multi-turn benchmark rows: a list of user turns (MT-Bench ``turns``) and, optionally, the list of an
+    answer's turns (``assistant_field``) -> user, assistant, user, assistant, ...  A row without answers gives
+    its first user turn alone (a prompt: the later turns depend on an answer); a row whose answers do not
+    match its turns in number is a row error."""
+
+    name = "turns"
+    table = "conversation"
+    expects = "turns: [user turn, ...] (+ option assistant_field, e.g. choices.0.turns after a join)"
+    options = TurnsOptions
+
+    def matches(self, columns: frozenset[str]) -> bool:
+        return "turns" in columns
+
+    def convert(self, lf: pl.LazyFrame, schema: pl.Schema, opts: TurnsOptions) -> Conversion:
+        user_dtype = require(schema, opts.user_field, self.name)
+        if user_dtype != pl.List(pl.String):
+            raise InputDataError(f"column '{opts.user_field}': expected a list of texts, got {user_dtype}")
+        user = pl.col(opts.user_field)
+        answers = (_path_expr(schema, opts.assistant_field) if opts.assistant_field
+                   else pl.lit(None, pl.List(pl.String)))
+        value = pl.struct(user.alias("u"), answers.alias("a")).map_batches(_interleave, return_dtype=MESSAGES)
+        error = first_problem(
+            problem(user.is_null() | (user.list.len() == 0),
+                    f"column '{opts.user_field}': expected a non-empty list of turns"),
+            problem(answers.is_not_null() & (answers.list.len() != user.list.len()),
+                    pl.format("{} answer turns for {} user turns", answers.list.len(), user.list.len())),
+        )
+        consumed = {opts.user_field}
+        return Conversion(lf, {"messages": value, "_error": error}, consumed)
+
+
+def _path_expr(schema: pl.Schema, path: str) -> pl.Expr:
+    """``choices.0.turns`` -> the expression reaching it, checked against the schema (an ``InputDataError``
+    naming the part that does not fit); the result must be a list of texts."""
+    head, *rest = path.split(".")
+    if head not in schema:
+        raise InputDataError(f"assistant_field '{path}': no column '{head}' (columns: {schema.names()})")
+    expr, dtype = pl.col(head), schema[head]
+    for part in rest:
+        if part.isdigit() and isinstance(dtype, pl.List):
+            expr, dtype = expr.list.get(int(part), null_on_oob=True), dtype.inner
+        elif isinstance(dtype, pl.Struct) and part in {f.name for f in dtype.fields}:
+            expr, dtype = expr.struct.field(part), next(f.dtype for f in dtype.fields if f.name == part)
+        else:
+            raise InputDataError(f"assistant_field '{path}': cannot take '{part}' of {dtype}")
+    if dtype != pl.List(pl.String):
+        raise InputDataError(f"assistant_field '{path}': expected a list of texts, got {dtype}")
+    return expr
+
+
+def _interleave(batch: pl.Series) -> pl.Series:
+    out: list[list[dict[str, str]] | None] = []
+    for row in batch.to_list():
+        user, answers = row["u"], row["a"]
+        if not user:
+            out.append(None)
+        elif answers is None:
+            out.append([{"role": "user", "content": user[0]}])
+        else:
+            out.append([m for u, a in zip(user, answers, strict=False)
+                        for m in ({"role": "user", "content": u}, {"role": "assistant", "content": a})])
+    return pl.Series(batch.name, out, dtype=MESSAGES)

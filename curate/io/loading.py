@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -9,10 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from curate.errors import InputDataError, where
 from curate.io.adapters import INTERNAL, adapt, detect
-from curate.io.readers import Limits, read_raw
+from curate.io.readers import Limits, RawInput, read_raw
 
 if TYPE_CHECKING:
     from curate.pipeline import Context
@@ -83,16 +85,20 @@ def load(
     source: str | None = None,
     limits: Limits | None = None,
     columns: Sequence[str] | None = None,
+    join: Join | Mapping[str, Any] | None = None,
 ) -> Loaded:
     """Read ``path`` and adapt it; reader bad lines and adapter row errors both end in ``rejected``.
 
     ``columns``: the column names of a CSV/TSV file without a header row (:func:`read_raw`).
+    ``join``: files joined to this one on a key column before the adapter sees the rows (:class:`Join`).
 
     Raises ``InputDataError`` for what :func:`read_raw` and :func:`adapt` raise, when no line of the file
     could be parsed at all (then no columns exist to detect a format from), and for a folder whose files
     the ``auto`` adapter would read as different formats (one line naming each file's format).
     """
     raw = read_raw(path, limits, columns)
+    if join is not None:
+        raw = join_files(raw, join if isinstance(join, Join) else Join.parse(join, str(path)), limits)
     file = str(raw.path)
     schema = raw.frame.collect_schema()
     data_columns = [c for c in schema.names() if c not in INTERNAL]
@@ -133,7 +139,8 @@ def _check_one_format(folder: str, files: Mapping[str, pl.Schema]) -> None:
 
 def read(path: str | Path, adapter: str = "auto", *, limits: Limits | None = None,
          on_error: Literal["raise", "quarantine"] = "raise", ctx: Context | None = None,
-         header: bool = True, columns: Sequence[str] | None = None, **options: Any) -> pl.LazyFrame:
+         header: bool = True, columns: Sequence[str] | None = None, join: Mapping[str, Any] | None = None,
+         **options: Any) -> pl.LazyFrame:
     """The good rows of ``path`` as a canonical LazyFrame (notebook use).
 
     ``on_error="raise"`` (default, as a recipe's ``on_error``): raises ``InputDataError`` "FILE, row N: REASON"
@@ -142,11 +149,13 @@ def read(path: str | Path, adapter: str = "auto", *, limits: Limits | None = Non
     ``malformed_json``, the reason with file and row, the raw row); without a ``ctx`` they are counted in a
     warning (:func:`load` gives them as ``rejected``).  Options are the adapter's (e.g.
     ``output_field="response"``); ``limits`` the reader's (:class:`curate.io.readers.Limits`).  A CSV/TSV
-    without a header row: ``header=False, columns=["question", "answer"]``.
+    without a header row: ``header=False, columns=["question", "answer"]``.  Questions and answer files
+    joined on a key: ``join={"on": "question_id", "files": ["answers.jsonl"]}`` (:class:`Join`).
     """
     if on_error not in ("raise", "quarantine"):
         raise ValueError(f"on_error={on_error!r}: choose 'raise' or 'quarantine'")
-    loaded = load(path, adapter, options or None, limits=limits, columns=reader_columns(path, header, columns))
+    loaded = load(path, adapter, options or None, limits=limits, columns=reader_columns(path, header, columns),
+                  join=join)
     internal = [c for c in ("_line", "_file") if c in loaded.frame.collect_schema().names()]
     if on_error == "quarantine":
         _set_aside(loaded, ctx)
@@ -157,6 +166,67 @@ def read(path: str | Path, adapter: str = "auto", *, limits: Limits | None = Non
         raise InputDataError(f"{where(_file_of(str(loaded.path), row), row['_line'])}: {row['reason']} "
                              "(on_error='quarantine' sets such rows aside and reads the rest)")
     return loaded.frame.drop(internal)
+
+
+class JoinFile(BaseModel):
+    """A file joined to an input: its path (relative to the recipe in a recipe) and the prefix its columns get
+    where their names clash with the input's (default: the file's stem and ``_``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    prefix: str | None = None
+
+
+class Join(BaseModel):
+    """``join:`` of an input: benchmark releases ship questions, model answers and reviews as separate files
+    sharing a key (MT-Bench: ``question.jsonl`` and ``reference_answer/gpt-4.jsonl`` on ``question_id``).  Each
+    of ``files`` is read as an input is and joined to the input's rows on ``on`` (compared as text): ``how:
+    left`` (default) keeps every input row (null columns where a file has no row for its key), ``inner``
+    keeps rows every file has.  A file with several rows for one key gives one row per match (answers of
+    several models).  Lines of a joined file that do not parse are rejected with the input's bad lines."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on: str
+    files: list[JoinFile]
+    how: Literal["left", "inner"] = "left"
+
+    @classmethod
+    def parse(cls, value: Mapping[str, Any], where_: str) -> Join:
+        files = value.get("files")
+        if isinstance(files, str):
+            files = [files]
+        items = [{"path": f} if isinstance(f, str) else f for f in (files or [])]
+        try:
+            return cls.model_validate({**value, "files": items})
+        except ValidationError as exc:
+            raise InputDataError(f"{where_}: join: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+
+
+def join_files(raw: RawInput, join: Join, limits: Limits | None = None, base_dir: Path | None = None) -> RawInput:
+    """``raw`` with the columns of ``join.files`` joined on ``join.on`` (see :class:`Join`)."""
+    frame = raw.frame
+    names = frame.collect_schema().names()
+    if join.on not in names:
+        raise InputDataError(f"{raw.path}: join: no column '{join.on}' to join on (columns: {names})")
+    frame = frame.with_columns(pl.col(join.on).cast(pl.String))
+    bad = [raw.bad_lines]
+    for item in join.files:
+        path = Path(item.path) if base_dir is None or Path(item.path).is_absolute() else base_dir / item.path
+        other = read_raw(path, limits)
+        columns = [c for c in other.frame.collect_schema().names() if c not in INTERNAL]
+        if join.on not in columns:
+            raise InputDataError(f"{path}: join: no column '{join.on}' to join on (columns: {columns})")
+        prefix = item.prefix if item.prefix is not None else path.name.split(".")[0] + "_"
+        taken = set(frame.collect_schema().names())
+        renamed = {c: (prefix + c if c in taken else c) for c in columns if c != join.on}
+        right = other.frame.select(pl.col(join.on).cast(pl.String), *[pl.col(c).alias(n) for c, n in renamed.items()])
+        frame = frame.join(right, on=join.on, how=join.how, maintain_order="left", nulls_equal=False)
+        if other.bad_lines.height:
+            bad.append(other.bad_lines.with_columns(pl.format("{}: {}", pl.lit(str(path)), pl.col("reason"))
+                                                    .alias("reason")))
+    return dataclasses.replace(raw, frame=frame, bad_lines=pl.concat(bad, how="diagonal_relaxed"))
 
 
 def reader_columns(path: str | Path, header: bool, columns: Sequence[str] | None) -> list[str] | None:
