@@ -268,22 +268,44 @@ def _default_text(info: Any) -> str:
 @app.command(epilog=_examples(
     "curate inspect runs/quickstart",
     "curate inspect runs/quickstart/data/preference.parquet --json",
+    "curate inspect sample_data/instructions_alpaca.jsonl --head 3",
+    "curate inspect runs/preference_clean --sample 5 --seed 1",
 ))
 def inspect(
-    path: Path = typer.Argument(..., help="A Parquet file, a folder of them, or a run directory."),
+    path: Path = typer.Argument(..., help="A Parquet file, a folder of them, a run directory, or a raw JSONL/JSON/"
+                                          "CSV/TSV file (read through the adapters)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    head: int = typer.Option(0, "--head", min=0, help="Print the first N rows."),
+    sample: int = typer.Option(0, "--sample", min=0, help="Print N rows drawn at random (--seed)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --sample."),
+    adapter: str = typer.Option("auto", "--adapter", help="Adapter of a raw file (default: detected)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Row count, schema, null counts, length and score distributions of a dataset."""
-    from curate.summary import summarize
+    """Row count, schema, null counts, length and score distributions of a dataset; --head/--sample print rows
+    (preference rows as prompt, chosen and rejected side by side)."""
+    from curate.summary import inspect_frame, rows_text, summarize
 
     def action() -> None:
-        summary = summarize(path)
+        summary = summarize(path, adapter)
+        shown = None
+        if head or sample:
+            frame = inspect_frame(path, adapter)[0].collect()
+            picked = frame.head(head) if head else frame.sample(min(sample, frame.height), seed=seed)
+            shown = rows_text(picked, summary["table"])
         if as_json:
-            print(json.dumps(summary, default=str, indent=2))
+            print(json.dumps({**summary, **({"rows_shown": shown} if shown is not None else {})}, default=str,
+                             indent=2))
             return
-        out.print(f"[bold]{path}[/]: {summary['rows']:,} rows, table: {summary['table'] or 'not canonical'}",
+        origin = (f", adapter: {summary['adapter']}, {summary['rejected']:,} rows rejected" if "adapter" in summary
+                  else "")
+        out.print(f"[bold]{path}[/]: {summary['rows']:,} rows, table: {summary['table'] or 'not canonical'}{origin}",
                   highlight=False)
+        if shown is not None:
+            rows = Table(*(shown[0].keys() if shown else ["rows"]), box=None, show_lines=True)
+            for row in shown:
+                rows.add_row(*row.values())
+            out.print(rows, highlight=False)
+            return
         schema = Table("column", "type", "nulls", box=None)
         for column, dtype in summary["schema"].items():
             schema.add_row(column, dtype, f"{summary['nulls'].get(column, 0):,}")

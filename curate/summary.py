@@ -1,4 +1,8 @@
-"""What ``curate inspect`` shows: rows, schema, nulls, text-length and score distributions."""
+"""What ``curate inspect`` shows: rows, schema, nulls, text-length and score distributions, and rows themselves.
+
+``inspect`` reads curate's Parquet (a file, a folder, a run directory) and any raw file curate reads
+(JSONL, JSON, CSV/TSV, through the adapters: the summary is then of the canonical table the file gives,
+with the adapter it picked and the rows it would reject)."""
 
 from __future__ import annotations
 
@@ -13,13 +17,55 @@ from curate.schema import TABLES, detect_table, prompt_text, response_texts
 _QUANTILES = (0.1, 0.5, 0.9)
 
 
+def inspect_frame(path: Path, adapter: str = "auto") -> tuple[pl.LazyFrame, dict[str, Any]]:
+    """The frame ``inspect`` looks at and what it says about where it came from: curate's Parquet as it is
+    (``files``), a raw file through :func:`curate.io.load` (``adapter``, ``rejected`` row count)."""
+    from curate.io.loading import load
+    from curate.io.readers import format_of
+
+    if path.is_file() and (adapter != "auto" or format_of(path) not in (None, "parquet")):
+        loaded = load(path, adapter)
+        frame = loaded.frame
+        internal = [c for c in ("_line", "_file") if c in frame.collect_schema().names()]
+        rejected = loaded.rejected.select(pl.len()).collect().item()
+        return frame.drop(internal), {"adapter": loaded.adapter, "rejected": rejected}
+    files = resolve_parquet(path)
+    return pl.scan_parquet(files), {"files": [str(f) for f in files]}
+
+
+def rows_text(df: pl.DataFrame, table: str | None, width: int = 400) -> list[dict[str, str]]:
+    """Rows as short texts to print: preference rows as prompt / chosen / rejected side by side, candidates as
+    prompt / responses, conversations as their turns; other frames column by column."""
+    def cut(text: Any) -> str:
+        text = "" if text is None else str(text)
+        return text if len(text) <= width else text[:width] + " …"
+
+    def turns(messages: Any) -> str:
+        return "\n".join(f"{m['role']}: {m['content']}" for m in (messages or []))
+
+    out = []
+    for row in df.iter_rows(named=True):
+        if table == "preference":
+            out.append({"id": cut(row.get("id"))[:12], "prompt": cut(turns(row["prompt"])),
+                        "chosen": cut(turns(row["chosen"])), "rejected": cut(turns(row["rejected"]))})
+        elif table == "candidates":
+            out.append({"id": cut(row.get("id"))[:12], "prompt": cut(turns(row["prompt"])), "responses": cut(
+                "\n---\n".join(f"[{r.get('score')}] {r['content']}" for r in row["responses"] or []))})
+        elif table == "conversation":
+            out.append({"id": cut(row.get("id"))[:12], "messages": cut(turns(row["messages"]))})
+        else:
+            out.append({k: cut(v) for k, v in row.items()})
+    return out
+
+
 def resolve_parquet(path: Path) -> list[Path]:
     """A Parquet file, a folder of them, or a run directory (its ``data/``)."""
     if not path.exists():
         raise InputDataError(f"{path}: no such file or directory")
     if path.is_file():
         if path.suffix != ".parquet":
-            raise InputDataError(f"{path}: inspect reads Parquet files or run directories")
+            raise InputDataError(f"{path}: not a Parquet file (inspect reads Parquet, run directories and the files "
+                                 "curate reads: JSONL, JSON, CSV/TSV)")
         return [path]
     folder = path / "data" if (path / "data").is_dir() else path
     files = sorted(folder.glob("*.parquet"))
@@ -43,14 +89,13 @@ def _distribution(series: pl.Series) -> dict[str, Any]:
     return out
 
 
-def summarize(path: str | Path) -> dict[str, Any]:
-    files = resolve_parquet(Path(path))
-    lf = pl.scan_parquet(files)
+def summarize(path: str | Path, adapter: str = "auto") -> dict[str, Any]:
+    lf, origin = inspect_frame(Path(path), adapter)
     schema = lf.collect_schema()
     df = lf.collect()
     summary: dict[str, Any] = {
         "path": str(path),
-        "files": [str(f) for f in files],
+        **origin,
         "rows": df.height,
         "schema": {name: str(dtype) for name, dtype in schema.items()},
         "nulls": {name: int(count) for name, count in df.null_count().row(0, named=True).items() if count},
