@@ -26,7 +26,10 @@ def test_normalised_duplicates_removed_first_kept() -> None:
     q = ctx.quarantine_frame()
     assert q.height == 2
     assert all(r.startswith("exact duplicate (prompt) of " + out["id"][0]) for r in q["reason"])
-    assert ctx.stats["exact_dedup"] == {"duplicates": 2, "groups_with_duplicates": 1}
+    notes = ctx.stats["exact_dedup"]
+    assert {k: notes[k] for k in ("duplicates", "groups_with_duplicates", "removed_share")} == {
+        "duplicates": 2, "groups_with_duplicates": 1, "removed_share": 0.5}
+    assert notes["warning"].startswith("removed 2 of 4 rows (50%, more than warn_share 10%)")  # the dedup guard
 
 
 def test_punctuation_only_when_asked() -> None:

@@ -104,6 +104,18 @@ def scope_losers(loser_keys: np.ndarray, winner_keys: np.ndarray, scope: Scope) 
     return np.ones(len(loser_keys), dtype=bool)
 
 
+def warn_removed(ctx: Context, removed: int, total: int, warn_share: float = WARN_SHARE,
+                 advice: str = "check the threshold and the scope") -> None:
+    """Note ``removed_share`` and, above ``warn_share``, a ``warning`` (manifest notes, report) and a log line:
+    the one place every dedup stage's guard lives."""
+    share = removed / total if total else 0.0
+    ctx.note("removed_share", round(share, 4))
+    if share > warn_share:
+        warning = f"removed {removed} of {total} rows ({share:.0%}, more than warn_share {warn_share:.0%}): {advice}"
+        ctx.note("warning", warning)
+        log.warning("%s: %s", ctx.stage_label, warning)
+
+
 def drop_cluster_losers(
     lf: pl.LazyFrame,
     ctx: Context,
@@ -136,13 +148,7 @@ def drop_cluster_losers(
     ctx.note("clusters", winners.height)
     ctx.note("duplicates", losers.height)
     if total:
-        share = losers.height / total
-        ctx.note("removed_share", round(share, 4))
-        if share > warn_share:
-            warning = (f"removed {losers.height} of {total} rows ({share:.0%}, more than warn_share "
-                       f"{warn_share:.0%}): check the threshold and the scope")
-            ctx.note("warning", warning)
-            log.warning("%s: %s", ctx.stage_label, warning)
+        warn_removed(ctx, losers.height, total, warn_share)
     ctx.quarantine(
         lf.join(losers.lazy(), on="id", how="inner", maintain_order="left"),
         pl.format(f"near duplicate ({measure} {{}}) of {{}}", pl.col("_sim"), pl.col("_dup_of")),

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import polars as pl
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from curate.contract import Needs
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
-from curate.stages._keep import KeepRule, keep_columns, keep_needs, rank_expr
+from curate.stages._keep import WARN_SHARE, KeepRule, keep_columns, keep_needs, rank_expr, warn_removed
 
 #: Largest partition of the distributed form, in rows: an input of more than (cluster CPUs x this) rows gets
 #: more partitions than CPUs, so one task's group-by stays a small share of a worker's memory.
@@ -36,8 +36,10 @@ class ExactDedup(Stage):
 
     ``on`` picks the text: ``prompt`` (the instruction, what Magpie and deita deduplicate), ``response`` or
     ``full``.  One row of each group is kept by ``keep``; every other goes to quarantine with the id of the
-    row it duplicates.  Global stage: reads only ``id`` and the text.  On Ray the group decisions run as one
-    task per hash partition of the keys (``ray_partitions`` in the notes); the output is the local one.
+    row it duplicates.  Removing more than ``warn_share`` (default 10%) of the input logs a warning and notes
+    it in the manifest and report (as the near-duplicate stages do).  Global stage: reads only ``id`` and the
+    text.  On Ray the group decisions run as one task per hash partition of the keys (``ray_partitions`` in the
+    notes); the output is the local one.
     """
 
     name: ClassVar[str] = "exact_dedup"
@@ -48,6 +50,7 @@ class ExactDedup(Stage):
     lowercase: bool = True
     strip_punctuation: bool = False
     keep: KeepRule = "first"
+    warn_share: float = Field(WARN_SHARE, ge=0.0, le=1.0)
 
     def requires(self, table: str) -> list[Needs]:
         return keep_needs(self.keep)
@@ -75,6 +78,7 @@ class ExactDedup(Stage):
             kept_ids, losers = _decide(rank, keys)
         ctx.note("duplicates", losers.height)
         ctx.note("groups_with_duplicates", losers.get_column("_dup_of").n_unique())
+        warn_removed(ctx, losers.height, keys.height, self.warn_share, "check the text ('on') and the input")
         ctx.quarantine(
             lf.join(losers.lazy().select("id", "_dup_of"), on="id", how="inner", maintain_order="left"),
             pl.concat_str([pl.lit(f"exact duplicate ({self.on}) of "), pl.col("_dup_of")]),
