@@ -123,3 +123,18 @@ def test_report_shows_the_warning(tmp_path: Path) -> None:
     manifest = {"stages": [{"label": "02-embed_dedup", "notes": {"clusters": 2, "duplicates": 5, "warning": warning}}]}
     _, _, body = dedup(tmp_path, manifest, None)
     assert f"<b>warning</b> 02-embed_dedup: {warning}" in body
+
+
+def test_exact_dedup_warns_through_the_same_helper() -> None:
+    from curate.stages.exact_dedup import ExactDedup
+
+    rows, _ = best_of_5()
+    # every prompt's 5 rows share the prompt text: on: prompt removes 20 of 25 and warns
+    ctx = Context.ephemeral()
+    out = frame(rows).pipe(ExactDedup(on="prompt"), ctx).collect()
+    notes = ctx.stats["exact_dedup"]
+    assert out.height == 5 and notes["removed_share"] == 0.8
+    assert notes["warning"].startswith("removed 20 of 25 rows (80%, more than warn_share 10%)")
+    ctx = Context.ephemeral()
+    frame(rows).pipe(ExactDedup(on="response"), ctx).collect()
+    assert ctx.stats["exact_dedup"]["removed_share"] == 0.0 and "warning" not in ctx.stats["exact_dedup"]
