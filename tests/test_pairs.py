@@ -126,6 +126,7 @@ def test_max_length_ratio_walks_to_the_next_admissible_combination() -> None:
     expected = ("no pair at least min_margin=1.0 apart has a chosen at most max_length_ratio=1.5 times as long as "
                 "its rejected (characters)")
     assert quarantine["reason"].to_list() == [expected, expected]
+    assert quarantine["code"].to_list() == ["length_ratio", "length_ratio"]
     assert quarantine["row"].str.contains("p2r0").to_list() == [True, False]
 
 
