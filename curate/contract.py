@@ -253,6 +253,7 @@ def recipe_input(recipe: Any, origin: str = "") -> tuple[str, dict[str, pl.DataT
     stop at its read stage with exit code 3); the columns are the union over the inputs, as the read stage
     concatenates them."""
     from curate.io import load
+    from curate.io.loading import reader_columns
 
     prefix = f"{origin}: " if origin else ""
     found: list[tuple[str, str, str]] = []
@@ -262,8 +263,10 @@ def recipe_input(recipe: Any, origin: str = "") -> tuple[str, dict[str, pl.DataT
             path = recipe.resolve(spec.path)
             if not path.exists():
                 raise InputDataError(f"{prefix}input {spec.path!r} not found (looked at {path})")
-            data = load(_head_of(path, Path(scratch)), spec.adapter, options=spec.options,
-                        source=spec.source)
+            # the run's own reading rules: limits, a headerless CSV's columns, joined files
+            data = load(_head_of(path, Path(scratch)), spec.adapter, options=spec.options, source=spec.source,
+                        limits=spec.limits(), columns=reader_columns(path, spec.header, spec.columns),
+                        join=recipe.resolved_join(spec))
             for column, dtype in schema_columns(data.frame.collect_schema()).items():
                 columns.setdefault(column, dtype)
             found.append((spec.path, data.adapter, data.table))

@@ -123,6 +123,21 @@ class Recipe(BaseModel):
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.base_dir / p)
 
+    def join_paths(self, spec: InputSpec) -> list[Path]:
+        """The files an input's ``join:`` names, resolved against the recipe's folder."""
+        files = (spec.join or {}).get("files") or []
+        return [self.resolve(f if isinstance(f, str) else f.get("path", "")) for f in
+                ([files] if isinstance(files, str) else files)]
+
+    def resolved_join(self, spec: InputSpec) -> dict[str, Any] | None:
+        """An input's ``join:`` with its files' paths resolved (what :func:`curate.io.load` takes), or None."""
+        if not spec.join:
+            return None
+        files = spec.join.get("files") or []
+        items = [files] if isinstance(files, str) else files
+        return {**spec.join, "files": [{**({"path": f} if isinstance(f, str) else f), "path": str(p)}
+                                       for f, p in zip(items, self.join_paths(spec), strict=True)]}
+
     def content(self) -> dict[str, Any]:
         """The recipe as data (what the manifest records and the hash covers)."""
         return self.model_dump(mode="json")

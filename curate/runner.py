@@ -109,13 +109,6 @@ def _empty_quarantine() -> pl.LazyFrame:
     return pl.LazyFrame(schema=QUARANTINE_SCHEMA)
 
 
-def _join_paths(recipe: Recipe, spec: Any) -> list[Path]:
-    """The files an input's ``join:`` names, resolved against the recipe's folder."""
-    files = spec.join.get("files") or []
-    return [recipe.resolve(f if isinstance(f, str) else f.get("path", "")) for f in
-            ([files] if isinstance(files, str) else files)]
-
-
 class Runner:
     """Executes one recipe into one run directory (held under lock for the whole run)."""
 
@@ -197,7 +190,7 @@ class Runner:
             "v": INGEST_VERSION,
             "inputs": [[s.adapter, s.options, s.source, digest, s.max_nesting, s.max_line_mb,
                         *([s.header, s.columns] if not s.header or s.columns else []),
-                        *([s.join, [file_digest(f) for f in _join_paths(recipe, s)]] if s.join else [])]
+                        *([s.join, [file_digest(f) for f in recipe.join_paths(s)]] if s.join else [])]
                        for s, _, digest in specs],
             "limit": self.limit,
             "on_error": recipe.on_error,
@@ -212,14 +205,8 @@ class Runner:
 
         loaded: list[Loaded] = []
         for (spec, path, _), info in zip(specs, inputs_info, strict=True):
-            join = None
-            if spec.join:  # joined files' paths are relative to the recipe, as the input's
-                files = spec.join.get("files") or []
-                items = [files] if isinstance(files, str) else files
-                join = {**spec.join, "files": [{**({"path": f} if isinstance(f, str) else f), "path": str(p)}
-                                               for f, p in zip(items, _join_paths(recipe, spec), strict=True)]}
             item = load(path, spec.adapter, options=spec.options, source=spec.source, limits=spec.limits(),
-                        columns=reader_columns(path, spec.header, spec.columns), join=join)
+                        columns=reader_columns(path, spec.header, spec.columns), join=recipe.resolved_join(spec))
             if item.skipped:  # files of a folder input that were not read: said, and kept in the manifest
                 info["skipped"] = [{"path": name, "reason": why} for name, why in item.skipped]
                 logging.getLogger("curate").warning(

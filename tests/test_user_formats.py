@@ -97,6 +97,11 @@ def test_recipe_input_without_header(tmp_path: Path) -> None:
         "stages:\n"
         "  - exact_dedup: {}\n"
     )
+    # validate reads the input by the run's rules: the named columns, not the first question as a header
+    from curate.contract import recipe_input
+    from curate.recipe import load_recipe
+
+    assert recipe_input(load_recipe(recipe))[0] == "conversation"
     result = run_recipe(recipe, out=tmp_path / "run")
     data = pl.read_parquet(next((tmp_path / "run" / "data").glob("*.parquet")))
     assert data.height == 250 and result is not None
@@ -147,8 +152,11 @@ def test_joined_mt_bench_questions_and_reference_answers(tmp_path: Path) -> None
         f"    join: {{on: question_id, how: inner, files: [{MT_BENCH / 'reference_answer_gpt-4.jsonl'}]}}\n"
         "stages:\n  - exact_dedup: {}\n"
     )
+    from curate.contract import recipe_input
+    from curate.recipe import load_recipe
     from curate.runner import run_recipe
 
+    assert "choices" in recipe_input(load_recipe(recipe))[1]  # validate sees the joined file's columns too
     run_recipe(recipe, out=tmp_path / "run")
     data = pl.read_parquet(next((tmp_path / "run" / "data").glob("*.parquet")))
     assert data.height == 30 and set(data["messages"].list.len().to_list()) == {4}
