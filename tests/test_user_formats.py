@@ -165,13 +165,17 @@ def test_joined_mt_bench_questions_and_reference_answers(tmp_path: Path) -> None
 HH = DATA / "hh_rlhf_harmless_base_test" / "test.jsonl.gz"
 
 
-def test_inspect_reads_raw_files_and_prints_rows() -> None:
+def test_inspect_reads_raw_files_and_prints_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
     from typer.testing import CliRunner
 
-    from curate.cli import app
+    from curate import cli
 
+    # a 200-column terminal: the CLI's console fixes its width when curate.cli is first imported (from COLUMNS
+    # when the environment has it), so setting COLUMNS for this call alone is not enough
+    monkeypatch.setattr(cli, "out", Console(soft_wrap=True, width=200))
     runner = CliRunner()
-    result = runner.invoke(app, ["inspect", str(HH), "--head", "2"], env={"COLUMNS": "200"})
+    result = runner.invoke(cli.app, ["inspect", str(HH), "--head", "2"])
     assert result.exit_code == 0, result.output
     first = result.output.splitlines()[0]
     assert first.endswith("2,303 rows, table: preference, adapter: hh_rlhf, 9 rows rejected"), first
@@ -179,12 +183,12 @@ def test_inspect_reads_raw_files_and_prints_rows() -> None:
     assert header.split() == ["id", "prompt", "chosen", "rejected"]  # side by side
     assert "what are some pranks with a pen" in result.output
     # --sample is seeded; --json carries the rows shown; an MT-Bench question file is read by the turns adapter
-    as_json = runner.invoke(app, ["inspect", str(HH), "--sample", "3", "--seed", "1", "--json"])
+    as_json = runner.invoke(cli.app, ["inspect", str(HH), "--sample", "3", "--seed", "1", "--json"])
     shown = json.loads(as_json.output)["rows_shown"]
     assert len(shown) == 3 and set(shown[0]) == {"id", "prompt", "chosen", "rejected"}
-    again = runner.invoke(app, ["inspect", str(HH), "--sample", "3", "--seed", "1", "--json"])
+    again = runner.invoke(cli.app, ["inspect", str(HH), "--sample", "3", "--seed", "1", "--json"])
     assert json.loads(again.output)["rows_shown"] == shown
-    summary = json.loads(runner.invoke(app, ["inspect", str(MT_BENCH / "question.jsonl"), "--json"]).output)
+    summary = json.loads(runner.invoke(cli.app, ["inspect", str(MT_BENCH / "question.jsonl"), "--json"]).output)
     assert (summary["adapter"], summary["table"], summary["rows"]) == ("turns", "conversation", 80)
-    bad = runner.invoke(app, ["inspect", str(GSM8K)])
+    bad = runner.invoke(cli.app, ["inspect", str(GSM8K)])
     assert bad.exit_code != 0 and "Try adapter: alpaca" in bad.output
