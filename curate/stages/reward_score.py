@@ -27,6 +27,27 @@ def _assistant_text(messages: Sequence[dict[str, str]] | None) -> str:
     return "\n".join(m["content"] or "" for m in messages or [] if m["role"] == "assistant")
 
 
+def _texts_to_score(rows: list[dict[str, Any]], table: str, *, skip_empty: bool,
+                    ) -> tuple[list[list[dict[str, str]]], list[str], list[tuple[int, int]]]:
+    """Every (prompt, response) of a batch's rows, flattened for one model call, with the (row, slot) each came
+    from: a candidates row's responses in order, a preference row's chosen (slot 0) and rejected (slot 1)."""
+    prompts: list[list[dict[str, str]]] = []
+    answers: list[str] = []
+    where: list[tuple[int, int]] = []
+    for r, row in enumerate(rows):
+        prompt = [dict(m) for m in row["prompt"] or []]
+        if table == "candidates":
+            texts = [(resp or {}).get("content") or "" for resp in row["responses"] or []]
+        else:
+            texts = [_assistant_text(row["chosen"]), _assistant_text(row["rejected"])]
+        for s, text in enumerate(texts):
+            if not skip_empty or text.strip():
+                prompts.append(prompt)
+                answers.append(text)
+                where.append((r, s))
+    return prompts, answers, where
+
+
 @dataclass(config=ConfigDict(extra="forbid"))
 class RewardScore(Stage):
     """Score each (prompt, response) with a reward model: a sequence classifier over the conversation rendered
@@ -173,19 +194,7 @@ class RewardScore(Stage):
         head = self._head(rm)
         multi = len(rm.objectives) > 1
         rows = batch.to_dicts()
-        prompts: list[list[dict[str, str]]] = []
-        answers: list[str] = []
-        where: list[tuple[int, int]] = []
-        for r, row in enumerate(rows):
-            prompt = [dict(m) for m in row["prompt"] or []]
-            if table == "candidates":
-                texts = [(resp or {}).get("content") or "" for resp in row["responses"] or []]
-            else:
-                texts = [_assistant_text(row["chosen"]), _assistant_text(row["rejected"])]
-            for s, text in enumerate(texts):
-                prompts.append(prompt)
-                answers.append(text)
-                where.append((r, s))
+        prompts, answers, where = _texts_to_score(rows, table, skip_empty=False)
         results = dict(zip(where, self._score(rm, prompts, answers), strict=True))
 
         def value(slot: tuple[int, int], k: int) -> float | None:
@@ -228,20 +237,8 @@ class RewardScore(Stage):
                                ) -> pl.DataFrame:
         """One batch through an embedding RM: ensemble mean -> score, members' std -> reward_std."""
         rows = batch.to_dicts()
-        prompts: list[list[dict[str, str]]] = []
-        answers: list[str] = []
-        where: list[tuple[int, int]] = []
-        for r, row in enumerate(rows):
-            prompt = [dict(m) for m in row["prompt"] or []]
-            if table == "candidates":
-                texts = [(resp or {}).get("content") or "" for resp in row["responses"] or []]
-            else:
-                texts = [_assistant_text(row["chosen"]), _assistant_text(row["rejected"])]
-            for s, text in enumerate(texts):
-                if text.strip():  # an empty response gets no score, as with a sequence classifier
-                    prompts.append(prompt)
-                    answers.append(text)
-                    where.append((r, s))
+        # an empty response gets no score, as with a sequence classifier (which notes it as empty)
+        prompts, answers, where = _texts_to_score(rows, table, skip_empty=True)
         mean, std = rm.score(prompts, answers, cache_dir=cache_dir)
         got = {slot: (float(m), float(d)) for slot, m, d in zip(where, mean, std, strict=True)}
 
