@@ -1,4 +1,4 @@
-"""Keep model libraries off the network: curate loads weights from local paths only (DESIGN.md section 5)."""
+"""Keep model libraries off the network: curate loads weights from local paths only (docs/architecture.md)."""
 
 from __future__ import annotations
 

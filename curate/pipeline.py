@@ -1,4 +1,4 @@
-"""Stage protocol, Context and Pipeline: local execution over Polars LazyFrames (DESIGN.md section 4).
+"""Stage protocol, Context and Pipeline: local execution over Polars LazyFrames (docs/architecture.md).
 
 A stage is a dataclass of parameters with ``__call__(lf, ctx=None) -> LazyFrame``.  Three kinds:
 
@@ -391,7 +391,7 @@ class Context:
         input id (every model and signature stage does), results are reused per row, as in :meth:`map_rows`:
         only the ids with no cached result for ``key`` are batched and passed to ``fn``, so a re-run on an
         input that grew by N rows costs N rows of model work wherever they sit (the scheduled refresh of
-        DESIGN.md section 1).  On an empty cache the batches are the input's fixed-size batches in order.
+        docs/architecture.md).  On an empty cache the batches are the input's fixed-size batches in order.
         A row's result must not depend on its batch (model stages seed each row from its id), so a refresh
         gives what a fresh run gives.
         Otherwise (no ``id``, repeated ids, or an ``fn`` that changes the row set) each batch's result is

@@ -1,4 +1,4 @@
-"""Canonical tables (DESIGN.md section 3) and their validation.
+"""Canonical tables (docs/architecture.md) and their validation.
 
 Three tables carry all data through curate.  Conversations are ``list<struct<role, content>>`` everywhere,
 so a preference row is exactly TRL's conversational explicit-prompt format and loads with

@@ -1,4 +1,4 @@
-"""Run a recipe's stages on Ray Data with the local runner's bookkeeping (DESIGN.md section 4).
+"""Run a recipe's stages on Ray Data with the local runner's bookkeeping (docs/architecture.md).
 
 What runs where, and why the output is identical to the local executor:
 

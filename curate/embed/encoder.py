@@ -1,4 +1,4 @@
-"""Sentence-transformers encoder on a local model path (DESIGN.md section 5: no hub access at run time).
+"""Sentence-transformers encoder on a local model path (docs/architecture.md: no hub access at run time).
 
 The recipe names it once::
 

@@ -1,5 +1,5 @@
 """Input: read data files (Parquet, JSONL, JSON, CSV/TSV, HF folders) and adapt known formats to curate's
-canonical tables (DESIGN.md sections 2-3).
+canonical tables (docs/architecture.md).
 
 - :func:`read` (notebooks): ``curate.io.read("data.jsonl")`` -> canonical LazyFrame; raises at a bad row.
 - :func:`load` (the runner): good rows and rejected rows (with reasons and raw rows), nothing raised per row.

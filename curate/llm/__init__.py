@@ -1,4 +1,4 @@
-"""LLM backends behind one protocol (DESIGN.md section 5): ``load_llm(spec)`` -> :class:`LLM`.
+"""LLM backends behind one protocol (docs/architecture.md): ``load_llm(spec)`` -> :class:`LLM`.
 
 Backends and their spec keys (a recipe's ``models:`` entry; relative paths are relative to the recipe):
 

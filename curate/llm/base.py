@@ -1,4 +1,4 @@
-"""The one protocol every LLM backend implements (DESIGN.md section 5).
+"""The one protocol every LLM backend implements (docs/architecture.md).
 
 Stages talk to models only through :class:`LLM`; the backends (transformers, vLLM, OpenAI-compatible
 HTTP) differ in how they batch and where they run, not in what they return.  Prompts go in as a whole

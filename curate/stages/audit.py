@@ -1,4 +1,4 @@
-"""Contamination and extraction audit against reference sets (DESIGN.md section 6, ``audit``)."""
+"""Contamination and extraction audit against reference sets (docs/architecture.md, ``audit``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Score-first diversity selection (deita's Repr Filter; DESIGN.md section 6, ``deita_select``)."""
+"""Score-first diversity selection (deita's Repr Filter; docs/architecture.md, ``deita_select``)."""
 
 from __future__ import annotations
 

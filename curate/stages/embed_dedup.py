@@ -1,4 +1,4 @@
-"""Semantic deduplication with sentence embeddings and FAISS (DESIGN.md section 6, ``embed_dedup``)."""
+"""Semantic deduplication with sentence embeddings and FAISS (docs/architecture.md, ``embed_dedup``)."""
 
 from __future__ import annotations
 

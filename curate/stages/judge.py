@@ -1,4 +1,4 @@
-"""LLM-as-a-judge: pointwise rubric scores and swap-checked pairwise verdicts (DESIGN.md section 6, ``judge``)."""
+"""LLM-as-a-judge: pointwise rubric scores and swap-checked pairwise verdicts (docs/architecture.md, ``judge``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Magpie: instructions sampled from an aligned model's own pre-query template (DESIGN.md section 6)."""
+"""Magpie: instructions sampled from an aligned model's own pre-query template (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Near-duplicate removal with MinHash signatures and LSH banding (DESIGN.md section 6, ``minhash_dedup``)."""
+"""Near-duplicate removal with MinHash signatures and LSH banding (docs/architecture.md, ``minhash_dedup``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Candidates -> preference pairs by judge score (DESIGN.md section 6, ``pairs``; issue #11, length controls)."""
+"""Candidates -> preference pairs by judge score (docs/architecture.md, ``pairs``; issue #11, length controls)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Generate responses for existing prompts (DESIGN.md section 6: the response half of a DPO data recipe)."""
+"""Generate responses for existing prompts (docs/architecture.md: the response half of a DPO data recipe)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reward-augmented preference data: every pair becomes two goal-conditioned pairs (DESIGN.md section 6)."""
+"""Reward-augmented preference data: every pair becomes two goal-conditioned pairs (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Information-theoretic subsampling and its baselines (DESIGN.md section 6, ``subsample``)."""
+"""Information-theoretic subsampling and its baselines (docs/architecture.md, ``subsample``)."""
 
 from __future__ import annotations
 

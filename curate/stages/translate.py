@@ -1,4 +1,4 @@
-"""Selective translation of SFT / DPO rows: only prose goes to the model (DESIGN.md section 6, ``translate``)."""
+"""Selective translation of SFT / DPO rows: only prose goes to the model (docs/architecture.md, ``translate``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DPO validation training (DESIGN.md section 7): does a curated preference set make a better model?
+"""DPO validation training (docs/architecture.md): does a curated preference set make a better model?
 
 ``curate train CONFIG`` trains a local model with DPO (TRL's ``DPOTrainer`` as the engine, LoRA optional) on
 preference Parquet, evaluates held-out reward accuracy, margins and log-prob drift before and after, and

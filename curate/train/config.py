@@ -71,7 +71,7 @@ class JudgeEval(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    """Settings of ``curate train`` (DESIGN.md section 7).  Every field has a default except ``data``.
+    """Settings of ``curate train`` (docs/architecture.md).  Every field has a default except ``data``.
 
     - **model**: ``default`` (the embedded SmolLM2-135M-Instruct GGUF), a local model folder or a ``.gguf``
       file, loaded by the same loader as the ``transformers`` backend of the model layer; ``tokenizer`` /

@@ -6,7 +6,7 @@ minute lost per mistake, and TRL's errors (a KeyError inside ``datasets.map``, a
 reported as ``FILE, row N, column 'chosen': ...`` (rows 1-based), with how many other rows share it.
 
 Parquet is read as is; any other file curate reads (JSONL, hh-rlhf transcripts, pairwise labels, ...) goes
-through ``curate.io``'s adapters first.  Accepted shapes (DESIGN.md section 3): TRL's conversational
+through ``curate.io``'s adapters first.  Accepted shapes (docs/architecture.md): TRL's conversational
 explicit-prompt format (``prompt``, ``chosen``, ``rejected`` as ``list<struct<role, content>>``, what curate
 writes) or its standard format (all three plain strings).  A string prompt with message-list responses is
 refused: TRL would silently mis-template it.

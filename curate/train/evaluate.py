@@ -1,4 +1,4 @@
-"""Held-out preference metrics of a DPO-trained policy (DESIGN.md section 7).
+"""Held-out preference metrics of a DPO-trained policy (docs/architecture.md).
 
 DPO's implicit reward of a response is ``r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x))`` (Rafailov et al.
 2023, eq. 5).  On held-out pairs:
