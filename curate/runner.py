@@ -468,6 +468,23 @@ class Runner:
                 raise
             raise error from exc
 
+    def _manifest_fields(self, reports: list[StageReport], inputs: Any, started: float) -> dict[str, Any]:
+        """What every manifest records, a finished run's and a failed run's alike."""
+        return {
+            "recipe": self.recipe.content(),
+            "recipe_hash": self.recipe.hash(),
+            "seed": self.recipe.seed,
+            "versions": package_versions(),
+            "command": sys.argv,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(time.perf_counter() - started, 3),
+            "inputs": inputs,
+            "limit": self.limit,
+            "stages": [asdict(r) for r in reports],
+            "quarantined": sum(r.quarantined for r in reports),
+            "executor": {"name": self.executor, **({"address": self.address} if self.address else {})},
+        }
+
     def _publish_failure(self, error: BaseException, started: float) -> None:
         """A failed run publishes ``quarantine/`` (the rows its finished stages set aside, with reasons) and a
         ``manifest.json`` marked ``status: failed`` (error, exit code, the stage it failed in), so the error
@@ -492,18 +509,7 @@ class Runner:
                     # what the failed stage had noted (its shard folders: curate gc keeps them for the resume)
                     "notes": dict(self._ctx.stats.get(self._phase, {})) if self._ctx is not None else {},
                 },
-                "recipe": self.recipe.content(),
-                "recipe_hash": self.recipe.hash(),
-                "seed": self.recipe.seed,
-                "versions": package_versions(),
-                "command": sys.argv,
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "seconds": round(time.perf_counter() - started, 3),
-                "inputs": self._inputs,
-                "limit": self.limit,
-                "stages": [asdict(r) for r in reports],
-                "quarantined": sum(r.quarantined for r in reports),
-                "executor": {"name": self.executor, **({"address": self.address} if self.address else {})},
+                **self._manifest_fields(reports, self._inputs, started),
                 "last_success": last_success,
                 "last_success_xxh3": last_digest,
             }
@@ -536,23 +542,10 @@ class Runner:
             if produced and Path(produced).is_file():
                 _link_or_copy(Path(produced), staging / "reports" / f"{report.label}{Path(produced).suffix}")
         rows = reports[-1].rows_out
-        seconds = round(time.perf_counter() - started, 3)
-        quarantined = sum(r.quarantined for r in reports)
         manifest = {
             "status": "ok",
-            "recipe": self.recipe.content(),
-            "recipe_hash": self.recipe.hash(),
-            "seed": self.recipe.seed,
-            "versions": package_versions(),
-            "command": sys.argv,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "seconds": seconds,
-            "inputs": inputs,
-            "limit": self.limit,
-            "stages": [asdict(r) for r in reports],
+            **self._manifest_fields(reports, inputs, started),
             "output": {"path": f"data/{table}.parquet", "table": table, "rows": rows},
-            "quarantined": quarantined,
-            "executor": {"name": self.executor, **({"address": self.address} if self.address else {})},
             "model_rows": {
                 "computed": sum(r.notes.get("model_rows_computed", 0) for r in reports if not r.cached),
                 "reused": sum(r.notes.get("model_rows_reused", 0) for r in reports if not r.cached),
@@ -586,7 +579,7 @@ class Runner:
             logging.getLogger("curate").warning("report.html not written: %s: %s", type(exc).__name__, exc)
         return RunResult(
             run_dir=self.run_dir, output=self.run_dir / "data" / f"{table}.parquet", table=table, rows=rows,
-            seconds=seconds, stages=reports, quarantined=quarantined,
+            seconds=manifest["seconds"], stages=reports, quarantined=manifest["quarantined"],
         )
 
 
