@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperOption
 
 from curate import __version__
 from curate.errors import CurateError, environment_error
@@ -35,6 +36,16 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 T = TypeVar("T")
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    """No ``<bool>`` beside a flag in ``--help``: a flag takes no value (typer's rich help prints one for every
+    option; its plain help already leaves flags bare).  ``--lora/--no-lora`` style pairs are flags too."""
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 
 def _examples(*lines: str) -> str:
