@@ -6,11 +6,9 @@ adds the traceback and keeps the exit code.
 
 from __future__ import annotations
 
-import inspect as pyinspect
 import json
 import os
 import sys
-import textwrap
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -230,11 +228,6 @@ def _model_path_problems(recipe: Any) -> list[str]:
     return registry.missing_paths(uses)
 
 
-def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    return text or str(annotation).replace("typing.", "")
-
-
 @app.command(epilog=_examples(
     "curate stages",
     "curate stages minhash_dedup",
@@ -246,16 +239,10 @@ def stages(name: str | None = typer.Argument(None, help="A stage to describe in 
 
     def describe(stage_name: str) -> None:
         # Read from the class, never built: a stage with required parameters (audit's references) describes too.
-        cls = stage_class(stage_name)
-        out.print(f"[bold]{stage_name}[/]  ({cls.kind} stage)  paper: {cls.paper or '-'}", highlight=False)
-        takes = ", ".join(t for t in ("conversation", "candidates", "preference") if t in cls.accepts)
-        out.print(f"  tables: {takes}" + ("  (a source: makes its own rows)" if cls.is_source else ""),
-                  highlight=False)
-        out.print(textwrap.indent(pyinspect.cleandoc(cls.__doc__ or ""), "  "), highlight=False)
-        table = Table("parameter", "type", "default", box=None, pad_edge=False)
-        for field_name, info in cls.__pydantic_fields__.items():  # type: ignore[attr-defined]
-            table.add_row(field_name, _type_name(info.annotation), _default_text(info))
-        out.print(table)
+        # Plain text (no reST markup), one line per parameter: curate.stagedoc.
+        from curate.stagedoc import describe as stage_page
+
+        out.print(stage_page(stage_class(stage_name), stage_name), markup=False, highlight=False)
 
     if name is not None:
         _guard(False, lambda: describe(name))

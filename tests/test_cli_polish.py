@@ -34,3 +34,30 @@ def test_no_help_text_shows_a_type_beside_a_flag() -> None:
         assert "<bool>" not in result.output, (path, result.output)
     # value options still name their type
     assert "<int>" in runner.invoke(app, ["export", "--help"]).output
+
+
+# -- curate stages NAME ------------------------------------------------------------------------------------
+def test_stage_pages_are_plain_text_with_a_line_per_parameter() -> None:
+    from curate.stages import STAGES
+    from curate.stagedoc import default_text
+
+    for name, cls in STAGES.items():
+        result = runner.invoke(app, ["stages", name])
+        assert result.exit_code == 0, (name, result.output)
+        text = result.output
+        for markup in ("``", ":func:", ":class:", ":mod:", ":meth:", "**"):
+            assert markup not in text, (name, markup)
+        lines = text.split("parameters (name, type, default, what it does):\n", 1)[1].splitlines()
+        fields = cls.__pydantic_fields__
+        assert len(lines) == max(1, len(fields)), (name, lines)
+        for line, (field, info) in zip(lines, fields.items(), strict=False):
+            cells = line.split()
+            assert cells[0] == field, (name, line)
+            assert default_text(info).split()[0] in line, (name, line)
+    page = runner.invoke(app, ["stages", "minhash_dedup"]).output
+    line = next(x for x in page.splitlines() if x.split()[:1] == ["on"])
+    assert "prompt | response | full" in line and "prompt (system + user turns)" in line
+    assert "scope" in page and "global | across_prompts | within_prompt | None" in page
+    assert "(curate.dedup.minhash)" in page  # a :mod: role becomes its target's name
+    batch = next(x for x in page.splitlines() if x.split()[:1] == ["batch_size"])
+    assert batch.split()[1:3] == ["int", "8192"] and "one cached shard" in batch
