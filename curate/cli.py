@@ -122,14 +122,20 @@ def run(
     ),
 ) -> None:
     """Run a recipe end to end and publish its output atomically (a re-run reuses every finished stage)."""
+    from curate.events import SIGTERM_EXIT, Terminated, json_stdout, new_run_id
     from curate.recipe import load_recipe
     from curate.runner import Runner, default_run_dir
 
     show = not quiet and not log_json
+    run_id = new_run_id()
+    # What a run_failed line this process writes itself says (errors before or outside the runner's own).
+    state: dict[str, Any] = {"stage": "start", "error": "", "exit_code": None, "log": None}
 
     def on_event(event: dict[str, Any]) -> None:
-        if log_json:
-            print(json.dumps(event, default=str), flush=True)
+        if event["event"] == "stage_start":
+            state["stage"] = event["label"]
+        if state["log"] is not None:
+            state["log"](event)
         elif show and event["event"] == "export_done":
             out.print(f"  export {event['format']}: {event['out']} {event['splits']}", highlight=False)
         elif show and event["event"] == "stage_done":
@@ -158,7 +164,7 @@ def run(
 
             raise RecipeError(f"--executor {executor}: choose local or ray")
         result = Runner(loaded, run_dir, resume=resume, limit=limit, progress=progress, on_event=on_event,
-                        executor=executor, address=address, incremental=incremental).run()
+                        executor=executor, address=address, incremental=incremental, run_id=run_id).run()
         if show:
             out.print(
                 f"done in {result.seconds:.2f}s: {result.rows:,} {result.table} rows -> {result.output}\n"
@@ -166,6 +172,11 @@ def run(
                 f"  manifest:  {result.manifest_path}",
                 highlight=False,
             )
+            from curate.progress import usage_line
+
+            usage = json.loads(result.manifest_path.read_text()).get("model_usage")
+            if usage:
+                out.print(f"  models:    {usage_line(usage)}", highlight=False)
             # Both are views a failure never stops a run for: named only when this run wrote them (data/ is
             # replaced whole, so a card there is this run's; a report older than the manifest is an earlier run's).
             card, report = result.output.parent / "README.md", result.run_dir / "report.html"
@@ -174,7 +185,35 @@ def run(
             if report.is_file() and report.stat().st_mtime >= result.manifest_path.stat().st_mtime:
                 out.print(f"  report:    {report}", highlight=False)
 
-    _guard(debug, action)
+    def watched() -> None:
+        """``action``, remembering how it failed for the ``run_failed`` line (SIGTERM exits 143, not 130)."""
+        try:
+            action()
+        except Terminated:
+            state.update(error="terminated (SIGTERM): run the same command again to resume", exit_code=SIGTERM_EXIT)
+            raise
+        except KeyboardInterrupt:
+            state["error"] = "interrupted: run the same command again to resume where it stopped"
+            raise
+        except Exception as exc:
+            state["error"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, CurateError) else str(exc)
+            raise
+
+    if not log_json:
+        _guard(debug, action)
+        return
+    # Scheduler mode: stdout carries JSON lines only, each with ts, run_id and level (curate.events).
+    with json_stdout(run_id) as writer:
+        state["log"] = writer
+        try:
+            _guard(debug, watched)
+        except typer.Exit as stop:
+            code = state["exit_code"] or stop.exit_code
+            if code and not writer.failed:  # the runner reports its own failures; this covers the rest
+                writer({"event": "run_failed", "stage": state["stage"], "error": state["error"], "exit_code": code})
+            if code != stop.exit_code:
+                raise typer.Exit(code) from None
+            raise
 
 
 @app.command(epilog=_examples(
@@ -430,21 +469,28 @@ def scaling(
 
 
 @app.command(epilog=_examples(
-    "curate init magpie-dpo                 # ./magpie_dpo.yaml + ./data/instructions.jsonl",
+    "curate init                            # list the starters, one line each",
+    "curate init clean-sft                  # ./clean_sft.yaml + ./data/chats.jsonl",
     "curate init select-sft my-project      # my-project/select_sft.yaml + my-project/data/",
     "curate init audit --name decontam --force",
 ))
 def init(
-    use: str = typer.Argument(..., help="magpie-dpo | select-sft | translate | audit"),
+    use: str | None = typer.Argument(None, help="A starter: clean-sft | select-sft | magpie-dpo | translate | audit "
+                                                "(without one: list them)."),
     directory: Path = typer.Argument(Path("."), help="Folder to write into (created if missing)."),
     name: str | None = typer.Option(None, "--name", help="Recipe name (default: the use, e.g. magpie_dpo)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Write a starter recipe for a use, with sample rows beside it so it validates and runs at once."""
-    from curate.starter import write_starter
+    from curate.starter import starter_lines, write_starter
 
     def action() -> None:
+        if use is None:
+            out.print("starters (curate init NAME [FOLDER] writes NAME's recipe and sample data):", highlight=False)
+            for line in starter_lines():
+                out.print(f"  {line}", highlight=False, markup=False)
+            return
         written = write_starter(use, directory, name=name, force=force)
         for path in written:
             out.print(f"  wrote {path}", highlight=False)

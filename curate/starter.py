@@ -21,7 +21,23 @@ STARTERS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     "translate": ("translate.yaml", (("sample_instructions.jsonl", "instructions.jsonl"),)),
     "audit": ("audit.yaml", (("sample_instructions.jsonl", "instructions.jsonl"),
                              ("sample_references.jsonl", "references.jsonl"))),
+    "clean-sft": ("clean-sft.yaml", (("sample_chats.jsonl", "chats.jsonl"),)),
 }
+
+#: use -> one line saying what its recipe does (``curate init`` without a use lists them).
+SUMMARIES: dict[str, str] = {
+    "clean-sft": "clean an SFT conversation table: rule filters, exact + MinHash dedup, deita scores (CPU)",
+    "select-sft": "keep a diverse, high-quality subset of an SFT pool (deita scores + diversity rule)",
+    "magpie-dpo": "synthesise instructions (Magpie), two responses each, an LLM judge -> DPO pairs",
+    "translate": "translate a conversation table with a local model, checking each translation",
+    "audit": "flag rows that match benchmark items (decontamination), drop semantic near-duplicates",
+}
+
+
+def starter_lines() -> list[str]:
+    """One line per starter, ``name  summary``, in the order :data:`SUMMARIES` gives them."""
+    width = max(len(use) for use in STARTERS)
+    return [f"{use:<{width}}  {SUMMARIES.get(use, '')}".rstrip() for use in SUMMARIES | dict.fromkeys(STARTERS)]
 
 
 def _template(name: str) -> str:

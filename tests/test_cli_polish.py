@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import polars as pl
+import pytest
 import typer.main
 from typer.testing import CliRunner
 
@@ -38,8 +40,8 @@ def test_no_help_text_shows_a_type_beside_a_flag() -> None:
 
 # -- curate stages NAME ------------------------------------------------------------------------------------
 def test_stage_pages_are_plain_text_with_a_line_per_parameter() -> None:
-    from curate.stages import STAGES
     from curate.stagedoc import default_text
+    from curate.stages import STAGES
 
     for name, cls in STAGES.items():
         result = runner.invoke(app, ["stages", name])
@@ -61,3 +63,34 @@ def test_stage_pages_are_plain_text_with_a_line_per_parameter() -> None:
     assert "(curate.dedup.minhash)" in page  # a :mod: role becomes its target's name
     batch = next(x for x in page.splitlines() if x.split()[:1] == ["batch_size"])
     assert batch.split()[1:3] == ["int", "8192"] and "one cached shard" in batch
+
+
+# -- curate init -------------------------------------------------------------------------------------------
+def test_init_without_a_use_lists_the_starters() -> None:
+    from curate.starter import STARTERS
+
+    result = runner.invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()[1:] if line.strip()}
+    assert set(lines) == set(STARTERS) and "clean-sft" in lines
+    for line in lines.values():
+        assert len(line.split(maxsplit=1)[1]) > 20, line  # a one-line summary beside each name
+
+
+@pytest.mark.slow
+def test_init_clean_sft_then_run_cleans_its_sample_end_to_end(tmp_path: Path) -> None:
+    written = runner.invoke(app, ["init", "clean-sft", str(tmp_path / "proj")])
+    assert written.exit_code == 0, written.output
+    recipe = tmp_path / "proj" / "clean_sft.yaml"
+    assert (tmp_path / "proj" / "data" / "chats.jsonl").is_file()
+    result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    data = pl.read_parquet(tmp_path / "run" / "data" / "conversation.parquet")
+    quarantine = pl.read_parquet(tmp_path / "run" / "quarantine" / "*.parquet")
+    # every planted fault is set aside with its code: an empty answer (read), a refusal and a cut-off answer
+    # (filter), a prompt repeated with other case and spacing (exact) and a near-duplicate prompt (MinHash)
+    assert sorted(quarantine["code"]) == sorted(
+        ["invalid_field", "refusal", "truncated", "exact_duplicate", "near_duplicate"])
+    assert data.height == 16 - 5
+    assert data["deita_score"].null_count() == 0 and data["deita_score"].min() > 0
+    assert pl.read_parquet(tmp_path / "run" / "export" / "sft" / "train.parquet").height == data.height
