@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from typer.core import TyperOption
 
 from curate import __version__
@@ -129,11 +129,9 @@ def run(
     show = not quiet and not log_json
     run_id = new_run_id()
     # What a run_failed line this process writes itself says (errors before or outside the runner's own).
-    state: dict[str, Any] = {"stage": "start", "error": "", "exit_code": None, "log": None}
+    state: dict[str, Any] = {"runner": None, "error": "", "exit_code": None, "log": None}
 
     def on_event(event: dict[str, Any]) -> None:
-        if event["event"] == "stage_start":
-            state["stage"] = event["label"]
         if state["log"] is not None:
             state["log"](event)
         elif show and event["event"] == "export_done":
@@ -163,8 +161,9 @@ def run(
             from curate.errors import RecipeError
 
             raise RecipeError(f"--executor {executor}: choose local or ray")
-        result = Runner(loaded, run_dir, resume=resume, limit=limit, progress=progress, on_event=on_event,
-                        executor=executor, address=address, incremental=incremental, run_id=run_id).run()
+        state["runner"] = Runner(loaded, run_dir, resume=resume, limit=limit, progress=progress, on_event=on_event,
+                                 executor=executor, address=address, incremental=incremental, run_id=run_id)
+        result = state["runner"].run()
         if show:
             out.print(
                 f"done in {result.seconds:.2f}s: {result.rows:,} {result.table} rows -> {result.output}\n"
@@ -210,7 +209,8 @@ def run(
         except typer.Exit as stop:
             code = state["exit_code"] or stop.exit_code
             if code and not writer.failed:  # the runner reports its own failures; this covers the rest
-                writer({"event": "run_failed", "stage": state["stage"], "error": state["error"], "exit_code": code})
+                stage = getattr(state["runner"], "_phase", "start")  # the stage it was in ("start": before the run)
+                writer({"event": "run_failed", "stage": stage, "error": state["error"], "exit_code": code})
             if code != stop.exit_code:
                 raise typer.Exit(code) from None
             raise
@@ -246,6 +246,11 @@ def validate(
                   highlight=False)
 
     _guard(debug, action)
+
+
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 row``, ``2 rows``, ``1,204 entries`` (``plural`` for nouns that do not just take an s)."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _short(value: Any) -> str:
@@ -373,12 +378,26 @@ def export(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Write the dataset a TRL trainer takes as is (DPO/ORPO/CPO/RM, KTO, SFT, listwise)."""
-    from curate.export import describe
     from curate.export import export as run_export
 
     def action() -> None:
+        if not sys.stderr.isatty():
+            os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # save_to_disk's bars: off in pipes
         result = run_export(source, fmt, out_dir, test_size=test_size, seed=seed, save_to_disk=save_to_disk)
-        out.print(describe(result), highlight=False)
+        table = Table("format", "split", Column("rows", justify="right"), "path", box=None, pad_edge=False)
+        for split, rows in result.splits.items():
+            table.add_row(result.format, split, f"{rows:,}", str(result.out_dir / f"{split}.parquet"))
+        if "save_to_disk" in result.report:
+            table.add_row("datasets", ", ".join(result.splits), f"{sum(result.splits.values()):,}",
+                          result.report["save_to_disk"])
+        # Paths are the point of the table: never fold them into an 80-column pipe.
+        Console(width=max(out.width, 200), soft_wrap=True).print(table, highlight=False)
+        if fmt == "kto":
+            out.print(f"desirable {result.report['desirable']:,} / undesirable {result.report['undesirable']:,}",
+                      highlight=False)
+        if result.report.get("prompts_in_both_splits"):
+            out.print(f"{_count(result.report['prompts_in_both_splits'], 'prompt')} in both splits", highlight=False)
+        out.print(f"settings and sources: {result.out_dir / 'export.json'}", highlight=False)
 
     _guard(debug, action)
 

@@ -94,3 +94,27 @@ def test_init_clean_sft_then_run_cleans_its_sample_end_to_end(tmp_path: Path) ->
     assert data.height == 16 - 5
     assert data["deita_score"].null_count() == 0 and data["deita_score"].min() > 0
     assert pl.read_parquet(tmp_path / "run" / "export" / "sft" / "train.parquet").height == data.height
+
+
+# -- curate export -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """recipes/clean_sft.yaml (no model: seconds) run into a temporary folder."""
+    run_dir = tmp_path_factory.mktemp("sft") / "run"
+    result = runner.invoke(app, ["run", str(ROOT / "recipes" / "clean_sft.yaml"), "--out", str(run_dir), "-q"])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_export_prints_a_table_of_what_it_wrote(sft_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sft"
+    result = runner.invoke(app, ["export", str(sft_run), "--format", "sft", "--out", str(out), "--test-size", "0.3"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["format", "split", "rows", "path"]
+    rows = {cells[1]: cells for cells in (line.split() for line in lines[1:3])}
+    assert set(rows) == {"train", "test"}
+    for split, (fmt, _, count, path) in rows.items():
+        assert fmt == "sft" and path == str(out / f"{split}.parquet")
+        assert pl.read_parquet(path).height == int(count.replace(",", "")) > 0
+    assert f"settings and sources: {out / 'export.json'}" in result.output
