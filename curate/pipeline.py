@@ -42,6 +42,7 @@ from curate.contract import (
     stage_problems,
 )
 from curate.errors import InputDataError
+from curate.execution import Resources, Shape
 from curate.models import ModelRegistry
 from curate.schema import detect_table
 
@@ -148,6 +149,23 @@ class Stage:
     accepts: ClassVar[frozenset[str]] = ALL_TABLES
     #: A source stage makes its own rows (magpie): the input's columns do not pass through it.
     is_source: ClassVar[bool] = False
+    #: How the stage runs (:mod:`curate.execution`): ``row``, ``batch``, ``shuffle`` or ``driver``.
+    shape: ClassVar[Shape] = "driver"
+    #: Why a ``driver`` stage needs every row in one place (shown in the log and the manifest).
+    driver_reason: ClassVar[str] = "no distributed form declared"
+    #: What one worker of the stage needs; :meth:`worker_resources` adds a GPU where a model's spec asks for one.
+    resources: ClassVar[Resources] = Resources()
+
+    def worker_resources(self, models: ModelRegistry) -> Resources:
+        """``resources``, with a GPU per worker when a model the stage uses runs on CUDA."""
+        wants_gpu = getattr(models, "wants_gpu", None)
+        if wants_gpu is not None and any(wants_gpu(h) for h in self.models_used()):
+            return self.resources.with_gpu()
+        return self.resources
+
+    def execution_shape(self) -> Shape:
+        """``shape``, narrowed by parameters where they decide (a stage overrides this, not ``shape``)."""
+        return self.shape
 
     def accepted_tables(self) -> frozenset[str]:
         """``accepts``, narrowed by parameters where they decide (a stage overrides this, not ``accepts``)."""
@@ -504,10 +522,6 @@ class Context:
         output stay those of a local run."""
         for batch in batches:
             yield fn(batch)
-
-    #: True where :meth:`compute_shared` runs on other processes (the Ray executor): global stages then take
-    #: their distributed form; a local run keeps its single-process code path.
-    distributed: ClassVar[bool] = False
 
     def compute_shared(
         self, shared: Any, chunks: Iterable[Any], fn: Callable[[Any, Any], Any], *,

@@ -389,9 +389,13 @@ class Runner:
                     t0 = time.perf_counter()
                     ctx.stage_label = label
                     ctx.stats.pop(label, None)
-                    source = pl.scan_parquet(chain[-1] / "data.parquet")
-                    out = stage(source, ctx) if engine is None else engine.apply(stage, source, ctx)
-                    self._sink(stage_dir, out, ctx.take_quarantine())
+                    source_path = chain[-1] / "data.parquet"
+                    source = pl.scan_parquet(source_path)
+                    if engine is None:
+                        self._sink(stage_dir, stage(source, ctx), ctx.take_quarantine())
+                    elif not engine.run_stage(stage, source_path, stage_dir, ctx,
+                                              detect_table(source.collect_schema())):
+                        self._sink(stage_dir, engine.apply(stage, source, ctx), ctx.take_quarantine())
                     faults.reached(f"stage:{label}")
                     rows_out = _count(stage_dir / "data.parquet")
                     notes = dict(ctx.stats.get(label, {}))

@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from curate.models import ModelRegistry
 from curate.pipeline import QUARANTINE_SCHEMA
 from curate.runner import run_recipe
 
@@ -77,7 +78,8 @@ def run_both(recipe: Path, tmp_path: Path) -> None:
     assert_same(tmp_path / "local", tmp_path / "ray")
 
 
-def test_dedup_recipe_local_and_ray_agree(tmp_path: Path) -> None:
+def test_dedup_recipe_local_and_ray_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CURATE_RAY_BLOCK_ROWS", "100")  # several blocks on this small input
     write_input(tmp_path / "data.jsonl", 600)
     lines = (tmp_path / "data.jsonl").read_text().splitlines()
     copies = [json.loads(lines[i]) for i in range(0, 600, 40)]  # exact duplicates up to case and spacing
@@ -94,19 +96,18 @@ def test_dedup_recipe_local_and_ray_agree(tmp_path: Path) -> None:
     assert quarantine.filter(pl.col("stage") == "03-minhash_dedup").height > 0  # the test has teeth
     assert quarantine.filter(pl.col("stage") == "01-filter").height > 0
     stages = json.loads((tmp_path / "ray" / "manifest.json").read_text())["stages"]
-    assert stages[1]["notes"]["ran_on"] == "ray: per block"
+    assert stages[1]["notes"]["ran_on"] == "ray: every block on a worker (row stage)"
+    assert stages[1]["notes"]["blocks"] == 7  # 615 rows in blocks of 100 (CURATE_RAY_BLOCK_ROWS)
     exact = stages[2]["notes"]
-    assert exact["ran_on"].startswith("driver: normalised-text hashes; ray: group decisions")
-    assert exact["ray_partitions"] == 2 and exact["duplicates"] >= 15  # one partition per Ray CPU
+    assert exact["ran_on"].startswith("ray: keys per block, decisions per hash partition")
+    assert exact["partitions"] == 2 and exact["duplicates"] >= 15  # one partition per Ray CPU
     assert quarantine.filter(pl.col("stage") == "02-exact_dedup").height == exact["duplicates"]
     local_exact = json.loads((tmp_path / "local" / "manifest.json").read_text())["stages"][2]["notes"]
-    assert {k: v for k, v in exact.items() if k not in ("ran_on", "ray_partitions")} == local_exact
+    assert {k: v for k, v in exact.items() if k not in ("ran_on", "partitions", "blocks")} == local_exact
     minhash = stages[3]["notes"]
     assert minhash["ray_batches"] == 6 and minhash["batches_computed"] == 6  # signatures, 6 batches of 100
-    assert minhash["ray_band_tasks"] == minhash["bands"]  # one Ray task per band verified the bucket pairs
-    assert minhash["ran_on"].startswith("ray: signatures, per-band")
     local = json.loads((tmp_path / "local" / "manifest.json").read_text())["stages"][3]["notes"]
-    assert "ray_band_tasks" not in local and local["candidates"] == minhash["candidates"]
+    assert local["candidates"] == minhash["candidates"]
     assert not (tmp_path / "ray" / "cache" / "ray").exists()  # scratch blocks removed
 
 
@@ -195,7 +196,7 @@ def test_embedding_stages_encode_on_ray_and_agree(tmp_path: Path, monkeypatch: p
     run_both(recipe, tmp_path)
     stages = {s["name"]: s for s in json.loads((tmp_path / "ray" / "manifest.json").read_text())["stages"]}
     dedup = stages["embed_dedup"]["notes"]
-    assert dedup["ran_on"].startswith("ray: encoding, FAISS search") and dedup["ray_batches"] >= 1
+    assert dedup["ran_on"].startswith("driver: one FAISS index") and dedup["ray_batches"] >= 1
     assert dedup["texts_encoded"] > 0 and stages["embed_dedup"]["quarantined"] > 0
     assert dedup["ray_search_chunks"] == 4  # 120 queries in chunks of 32
     local = {s["name"]: s["notes"] for s in json.loads((tmp_path / "local" / "manifest.json").read_text())["stages"]}
@@ -208,11 +209,14 @@ def test_embedding_stages_encode_on_ray_and_agree(tmp_path: Path, monkeypatch: p
     assert data["contaminated"].sum() >= 4  # the referenced prompts that survived dedup are flagged
 
 
-def _ray_context(tmp_path: Path):
+def _ray_executor():
     from curate.distributed import RayExecutor
-    from curate.models import ModelRegistry
 
-    return RayExecutor().context(cache_dir=tmp_path, models=ModelRegistry())
+    return RayExecutor()
+
+
+def _ray_context(tmp_path: Path):
+    return _ray_executor().context(cache_dir=tmp_path, models=ModelRegistry())
 
 
 def test_counts_recorded_on_workers_reach_the_driver(tmp_path: Path) -> None:
@@ -255,12 +259,26 @@ def test_exact_dedup_partitions_on_ray_give_the_local_decision(tmp_path: Path, k
     lf = conform(pl.DataFrame({"messages": messages, "score": [rng.random() for _ in prompts]}).lazy(),
                  "conversation")
     stage = ExactDedup(on="prompt", keep=keep)
-    local_ctx, ray_ctx = Context.ephemeral(), _ray_context(tmp_path)
-    local, ray = stage(lf, local_ctx).collect(), stage(lf, ray_ctx).collect()
+    local_ctx = Context.ephemeral()
+    local = stage(lf, local_ctx).collect()
+    # The data plane: blocks of 40 rows of a Parquet file, keys hash-partitioned, one Ray task per partition.
+    from curate.distributed.plane import Plane
+
+    source = tmp_path / "in" / "data.parquet"
+    source.parent.mkdir()
+    lf.collect().write_parquet(source)
+    executor = _ray_executor()
+    ray_ctx = executor.context(cache_dir=tmp_path / "cache", models=ModelRegistry(), stage_label="exact_dedup")
+    plane = Plane(executor.run_tasks, cpus=executor.cpus, rows_per_block=40)
+    plane.run_stage(stage, source, tmp_path / "out", ray_ctx, "conversation")
+    ray = pl.read_parquet(tmp_path / "out" / "data.parquet")
     assert ray.equals(local) and local.height == 15  # 5 texts x 3 suffixes
-    assert ray_ctx.quarantine_frame().equals(local_ctx.quarantine_frame())
-    assert ray_ctx.stats["exact_dedup"]["ray_partitions"] == 2
-    assert ray_ctx.stats["exact_dedup"]["duplicates"] == local_ctx.stats["exact_dedup"]["duplicates"] == 285
+    quarantine = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    assert quarantine.drop("row").equals(local_ctx.quarantine_frame(row="json").drop("row"))
+    notes = ray_ctx.stats["exact_dedup"]
+    assert notes["partitions"] == 2 and notes["blocks"] == 8
+    assert notes["duplicates"] == local_ctx.stats["exact_dedup"]["duplicates"] == 285
+    plane.close()
 
 
 @pytest.mark.parametrize(("kind", "search"), [("flat", "range"), ("flat", "knn"), ("hnsw", "knn"), ("ivf", "knn")])

@@ -42,7 +42,6 @@ and are added to the driver's stats in order, so the manifest's notes match a lo
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import pickle
@@ -50,35 +49,26 @@ import shutil
 import socket
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from curate.distributed.models import ProxyRegistry
+from curate.distributed.plane import BLOCK_ROWS, Plane
 from curate.errors import ExecutorUnavailableError
-from curate.pipeline import Context, Stage, _fixed_batches
+from curate.execution import Resources
+from curate.pipeline import Context, Stage
 
 log = logging.getLogger("curate")
 
-#: Expression stages whose output row depends on that row alone, so each block can run independently.
-ROW_LOCAL_STAGES = frozenset({"filter"})
-#: Global stages whose signatures and per-band grouping run on the cluster; components and the decision on the driver.
-SPLIT_GLOBAL_STAGES = frozenset({"minhash_dedup"})
-#: Global stages whose keys are hash-partitioned (all copies of a key in one partition), one Ray task each.
-PARTITIONED_STAGES = frozenset({"exact_dedup"})
-#: Embedding stages with a one-shot search against a fixed index: encoding and the search run on the cluster.
-SEARCH_STAGES = frozenset({"embed_dedup", "audit"})
-#: Embedding stages whose greedy selection searches a growing index: encoding on the cluster, selection on the driver.
-SELECTION_STAGES = frozenset({"deita_select", "subsample"})
-#: Every stage that embeds texts.
-EMBEDDING_STAGES = SEARCH_STAGES | SELECTION_STAGES
 #: Rows per Ray Data call of a batch stage: bounds what the driver holds at once; each call starts its
 #: actor pool (one model load per actor per call), so it is large next to a model batch.
 WINDOW_ROWS = 50_000
-#: Rows per block of a row-local expression stage.
-BLOCK_ROWS = 20_000
+#: Attempts Ray makes again at a plane task whose worker or node died.
+TASK_RETRIES = 3
 
 
 #: Seconds to wait for a TCP connection to ``--address`` before giving up (``CURATE_RAY_CONNECT_TIMEOUT``):
@@ -171,6 +161,21 @@ def _run_tasks(block: Any, fn_blob: bytes) -> Any:
     return _apply_block(cloudpickle.loads(fn_blob), block)
 
 
+def _run_task(fn_ref: list[Any], item: Any) -> Any:
+    """One plane task: ``fn`` (fetched from the object store, unpacked once per worker process) of ``item``."""
+    key = fn_ref[0].hex()
+    if key not in _TASK_FNS:
+        import cloudpickle
+        import ray
+
+        _TASK_FNS.clear()
+        _TASK_FNS[key] = cloudpickle.loads(ray.get(fn_ref[0]))
+    return _TASK_FNS[key](item)
+
+
+_TASK_FNS: dict[str, Callable[[Any], Any]] = {}
+
+
 #: This worker process's unpacked shared value and function, by token (the latest call's only: a worker holds
 #: one index or signature set at a time, not one per stage it ever ran).
 _SHARED: dict[str, tuple[Callable[[Any, Any], Any], Any]] = {}
@@ -231,7 +236,6 @@ class RayContext(Context):
 
     executor: RayExecutor | None = None
     current_stage: Stage | None = None
-    distributed = True  # global stages take their distributed form (compute_shared below)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """A function shipped to Ray that closes over the context gets a :class:`_WorkerContext` there: the
@@ -323,8 +327,9 @@ class RayExecutor:
         data_ctx.print_on_execution_start = False
         self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.gpus = int(ray.cluster_resources().get("GPU", 0))
-        self._scratch: list[Any] = []
         self._shared_task: Any = None
+        rows_per_block = int(os.environ.get("CURATE_RAY_BLOCK_ROWS", "0")) or BLOCK_ROWS
+        self.plane = Plane(self.run_tasks, cpus=self.cpus, rows_per_block=rows_per_block)
         log.info("ray executor: %s (%d CPUs, %d GPUs)", self.address or "local", self.cpus, self.gpus)
 
     # -- contexts and resources --------------------------------------------------------------------------
@@ -408,84 +413,68 @@ class RayExecutor:
         while pending:
             yield ray.get(pending.popleft())
 
+    def run_tasks(self, fn: Callable[[Any], Any], items: Sequence[Any], resources: Resources) -> list[Any]:
+        """``fn(item)`` of each item as Ray tasks with ``resources`` each, results in order; at most two tasks
+        per CPU in flight.  A task whose worker or node dies is retried (``max_retries``), so a lost raylet
+        costs its tasks' time, not the run.  The plane's ``run`` (:mod:`curate.distributed.plane`)."""
+        import cloudpickle
+        import ray
+
+        if not items:
+            return []
+        options = {**resources.as_ray_options(), "max_retries": TASK_RETRIES, "retry_exceptions": False}
+        task = ray.remote(**options)(_run_task)
+        fn_ref = ray.put(cloudpickle.dumps(fn))
+        results: list[Any] = []
+        pending: deque[Any] = deque()
+        for item in items:
+            pending.append(task.remote([fn_ref], item))
+            if len(pending) >= 2 * self.cpus:
+                results.append(ray.get(pending.popleft()))
+        while pending:
+            results.append(ray.get(pending.popleft()))
+        return results
+
+    def where(self, stage: Stage) -> str:
+        """Where each part of ``stage`` runs, from its declared shape (:mod:`curate.execution`)."""
+        shape = stage.execution_shape()
+        if self.plane.handles(stage):
+            return ("ray: every block on a worker (row stage)" if shape == "row" else
+                    "ray: keys per block, decisions per hash partition, the rest per block (shuffle stage)")
+        if shape == "batch":
+            return "ray: model/row batches on an actor pool; driver: bookkeeping (batch stage)"
+        if shape == "shuffle":
+            return "driver, with its shared work on ray (shuffle stage without a keyed form)"
+        return f"driver: {stage.driver_reason} (driver stage)"
+
+    def run_stage(self, stage: Stage, source: Path, stage_dir: Path, ctx: Context, table: str) -> bool:
+        """Run ``stage`` on the data plane when its shape allows (it then writes ``stage_dir``'s data and
+        quarantine itself and returns True); otherwise the caller applies it on the driver (:meth:`apply`)."""
+        where = self.where(stage)
+        log.info("%s runs on %s", ctx.stage_label, where)
+        ctx.note("ran_on", where)
+        if not self.plane.handles(stage):
+            return False
+        self.plane.run_stage(stage, source, stage_dir, ctx, table)
+        return True
+
     def apply(self, stage: Stage, source: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
-        """Run one stage of a recipe: what runs on the cluster depends on the stage (module docstring)."""
+        """A stage the plane does not take, on the driver: its batch and shared work go to the cluster through
+        the context (:meth:`RayContext.compute_batches`, :meth:`RayContext.compute_shared`)."""
         assert isinstance(ctx, RayContext)
         ctx.current_stage = stage
         try:
-            if stage.kind == "expression" and stage.name in ROW_LOCAL_STAGES:
-                where = "ray: per block"
-            elif stage.kind == "batch":
-                where = "ray: model/row batches; driver: bookkeeping"
-            elif stage.name in SPLIT_GLOBAL_STAGES:
-                where = ("ray: signatures, per-band bucket pairs and their verification; "
-                         "driver: connected components and the decision")
-            elif stage.name in SEARCH_STAGES:
-                where = ("ray: encoding, FAISS search over query chunks (index broadcast); "
-                         "driver: vector cache, index build (once) and the decision")
-            elif stage.name in PARTITIONED_STAGES:
-                where = ("driver: normalised-text hashes; ray: group decisions, one task per hash partition; "
-                         "driver: quarantine and kept rows")
-            elif stage.name in SELECTION_STAGES:
-                where = "ray: encoding; driver: vector cache and the greedy selection over its growing FAISS index"
-            else:
-                where = "driver (no distributed form yet)"
-            log.info("%s runs on %s", ctx.stage_label, where)
-            ctx.note("ran_on", where)
-            if where == "ray: per block":
-                return self._row_local(stage, source, ctx)
             return stage(source, ctx)
         finally:
             ctx.current_stage = None
 
-    def _row_local(self, stage: Stage, source: pl.LazyFrame, ctx: RayContext) -> pl.LazyFrame:
-        label, seed = ctx.stage_label, ctx.seed
-
-        def run_block(block: pl.DataFrame) -> pl.DataFrame:
-            # A block of the run's rows: their ids are unique since the read stage (no repeated-id check).
-            local = Context.ephemeral(seed=seed, stage_label=label, trusted_ids=True)
-            try:
-                data = stage(block.lazy(), local).collect()
-                quarantine = [q.collect() for q in local.take_quarantine()]
-                return pl.DataFrame({
-                    "data": [_to_ipc(data)],
-                    "quarantine": [_to_ipc(pl.concat(quarantine)) if quarantine else None],
-                    "stats": [json.dumps(local.stats.get(label, {}), default=str)],
-                }, schema={"data": pl.Binary, "quarantine": pl.Binary, "stats": pl.String})
-            finally:
-                local.close()
-
-        blocks = list(_fixed_batches(source, BLOCK_ROWS))
-        if not blocks:
-            return stage(source, ctx)
-        scratch = ctx.cache_dir / "ray" / f"{label}-{stage.fingerprint()[:16]}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
-        self._scratch.append(scratch)
-        data_paths, q_paths = [], []
-        for i, (packed, _) in enumerate(self.map_frames(blocks, run_block, _Resources(self.cpus, 0.0))):
-            row = packed.row(0, named=True)
-            data_paths.append(scratch / f"data-{i:06d}.parquet")
-            _from_ipc(row["data"]).write_parquet(data_paths[-1])
-            if row["quarantine"] is not None:
-                q_paths.append(scratch / f"quarantine-{i:06d}.parquet")
-                _from_ipc(row["quarantine"]).write_parquet(q_paths[-1])
-            for key, value in json.loads(row["stats"]).items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    ctx.count(key, value)
-                else:
-                    ctx.note(key, value)
-        if q_paths:
-            ctx.quarantined.append((label, pl.scan_parquet(q_paths)))
-        return pl.scan_parquet(data_paths)
-
     def close(self) -> None:
         """Remove the per-stage scratch files (the runner has written the stage outputs by now)."""
-        for path in self._scratch:
-            shutil.rmtree(path, ignore_errors=True)
-            if path.parent.is_dir() and not any(path.parent.iterdir()):
-                path.parent.rmdir()
-        self._scratch.clear()
+        parents = {path.parent for path in self.plane.scratch}
+        self.plane.close()
+        for parent in parents:
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
         if self._started:
             import ray
 

@@ -16,6 +16,7 @@ from curate.checkpoint import file_digest
 from curate.dedup import minhash
 from curate.embed import EmbedStats, build_index, embed_texts, encoder_from, pairs_above
 from curate.errors import InputDataError
+from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.schema import prompt_text, response_texts
 
@@ -165,6 +166,10 @@ class Audit(Stage):
 
     name: ClassVar[str] = "audit"
     kind: ClassVar = "global"
+    shape: ClassVar[Shape] = "driver"
+    driver_reason: ClassVar[str] = (
+        "one FAISS index over the references; encoding and the search run on workers, the decision on the driver"
+    )
     paper: ClassVar[str] = "Brown et al. 2020 (13-gram decontamination); Barbero et al. 2025 (extraction)"
     model_params: ClassVar[tuple[str, ...]] = ("model", "probe_model")
 
@@ -258,7 +263,7 @@ class Audit(Stage):
             # The k nearest reference items of each text at cosine >= threshold; on Ray the text chunks are
             # searched by workers against the index broadcast once (same pairs).
             rows, cols, _ = pairs_above(index, item_vec, self.threshold, search="knn", k=self.k,
-                                        compute=ctx.compute_shared if ctx.distributed else None)
+                                        compute=ctx.compute_shared)
             candidates.append(pl.DataFrame({"_i": rows, "_r": cols}))
         if self.method in ("ngram", "both") and items.height:
             rh, ro = _shingles(refs.get_column("reference_text"), self.ngram)

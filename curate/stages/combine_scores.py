@@ -12,6 +12,7 @@ from pydantic.dataclasses import dataclass
 
 from curate.contract import Columns, Needs
 from curate.errors import InputDataError
+from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.schema import RESPONSES
 
@@ -74,6 +75,8 @@ class CombineScores(Stage):
 
     name: ClassVar[str] = "combine_scores"
     kind: ClassVar = "expression"
+    shape: ClassVar[Shape] = "driver"
+    driver_reason: ClassVar[str] = "normalises scores over the whole column"
     paper: ClassVar[str] = "Zhou et al. 2023, MODPO; Wang et al. 2024, Directional Preference Alignment"
 
     weights: dict[str, float] | None = None

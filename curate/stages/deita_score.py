@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from curate.errors import InputDataError
+from curate.execution import Shape
 from curate.llm.base import Sampling
 from curate.pipeline import Context, Stage
 from curate.synth import scoring
@@ -74,6 +75,7 @@ class DeitaScore(Stage):
 
     name: ClassVar[str] = "deita_score"
     kind: ClassVar = "batch"
+    shape: ClassVar[Shape] = "batch"
     paper: ClassVar[str] = "Liu et al. 2024, What Makes Good Data for Alignment? (deita)"
     model_params: ClassVar[tuple[str, ...]] = ("model",)
 

@@ -13,6 +13,7 @@ from curate.contract import Needs
 from curate.embed import embed_for_stage
 from curate.embed.select import greedy_diverse
 from curate.errors import RecipeError
+from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
 
@@ -41,6 +42,10 @@ class DeitaSelect(Stage):
 
     name: ClassVar[str] = "deita_select"
     kind: ClassVar = "global"
+    shape: ClassVar[Shape] = "driver"
+    driver_reason: ClassVar[str] = (
+        "a greedy selection whose index grows with every kept row (encoding runs on workers)"
+    )
     paper: ClassVar[str] = "Liu et al. 2024, What Makes Good Data for Alignment (deita)"
     model_params: ClassVar[tuple[str, ...]] = ("model",)
 

@@ -13,6 +13,7 @@ from scipy.sparse.csgraph import connected_components
 
 from curate.contract import Needs
 from curate.embed import build_index, embed_for_stage, pairs_above
+from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
 from curate.stages._keep import (
@@ -62,6 +63,11 @@ class EmbedDedup(Stage):
 
     name: ClassVar[str] = "embed_dedup"
     kind: ClassVar = "global"
+    shape: ClassVar[Shape] = "driver"
+    driver_reason: ClassVar[str] = (
+        "one FAISS index over every vector; encoding and the search run on workers, the clusters and the "
+        "decision on the driver"
+    )
     paper: ClassVar[str] = "Abbas et al. 2023, SemDeDup; Xu et al. 2024, Magpie"
     model_params: ClassVar[tuple[str, ...]] = ("model",)
 
@@ -97,7 +103,7 @@ class EmbedDedup(Stage):
             ctx.note(key, value)
         # On Ray the query chunks are searched by workers against the index broadcast once; same pairs.
         left, right, _ = pairs_above(index, vectors, self.threshold, search=self.search, k=self.k,
-                                     compute=ctx.compute_shared if ctx.distributed else None)
+                                     compute=ctx.compute_shared)
         keys = rows.get_column("_pkey").to_numpy()
         other = (left != right) & scope_edges(left, right, keys, scope)
         left, right = left[other], right[other]

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import polars as pl
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from curate.contract import Needs
+from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
 from curate.stages._keep import WARN_SHARE, KeepRule, keep_columns, keep_needs, rank_expr, warn_removed
-
-#: Largest partition of the distributed form, in rows: an input of more than (cluster CPUs x this) rows gets
-#: more partitions than CPUs, so one task's group-by stays a small share of a worker's memory.
-PARTITION_ROWS = 1_000_000
 
 
 def normalise(text: pl.Expr, *, lowercase: bool, strip_punctuation: bool) -> pl.Expr:
@@ -38,12 +35,13 @@ class ExactDedup(Stage):
     ``full``.  One row of each group is kept by ``keep``; every other goes to quarantine with the id of the
     row it duplicates.  Removing more than ``warn_share`` (default 10%) of the input logs a warning and notes
     it in the manifest and report (as the near-duplicate stages do).  Global stage: reads only ``id`` and the
-    text.  On Ray the group decisions run as one task per hash partition of the keys (``ray_partitions`` in the
-    notes); the output is the local one.
+    text.  Shuffle stage: on Ray the keys are computed per block on the workers, hash-partitioned on ``_h1`` and
+    decided one partition per task (:mod:`curate.distributed.plane`); the output is the local one.
     """
 
     name: ClassVar[str] = "exact_dedup"
     kind: ClassVar = "global"
+    shape: ClassVar[Shape] = "shuffle"
     paper: ClassVar[str] = "Lee et al. 2022, Deduplicating Training Data Makes Language Models Better"
 
     on: Literal["prompt", "response", "full"] = "prompt"
@@ -52,67 +50,53 @@ class ExactDedup(Stage):
     keep: KeepRule = "first"
     warn_share: float = Field(WARN_SHARE, ge=0.0, le=1.0)
 
+    #: The keyed form (:class:`curate.execution.KeyedStage`): every copy of a text has the same ``_h1``.
+    shuffle_on: ClassVar[str] = "_h1"
+
     def requires(self, table: str) -> list[Needs]:
         return keep_needs(self.keep)
 
     def apply(self, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
-        table = self.table_of(lf)
+        """The single-process form: every key in one partition."""
         names = lf.collect_schema().names()
+        keys = self.shuffle_keys(lf, self.table_of(lf)).with_row_index("_pos").collect()
+        removed = self.decide(keys, names)
+        self.record(ctx, removed=removed.height, groups=removed.get_column("_dup_of").n_unique(), total=keys.height)
+        return self.finish(lf, removed.lazy(), ctx)
+
+    def shuffle_keys(self, lf: pl.LazyFrame, table: str) -> pl.LazyFrame:
+        """``id``, the keep rule's columns and two independent 64-bit hashes of the normalised text (128 bits of
+        key without holding the texts)."""
         text = normalise(text_for(table, self.on), lowercase=self.lowercase, strip_punctuation=self.strip_punctuation)
-        # Two independent 64-bit hashes: 128 bits of key without holding the texts in memory.
-        keys = (
-            lf.select(
-                "id",
-                *keep_columns(self.keep),
-                text.hash(seed=1).alias("_h1"),
-                text.hash(seed=2).alias("_h2"),
-                text.str.len_chars().alias("_text_len"),
-            )
-            .with_row_index("_pos")
-            .collect()
+        return lf.select(
+            "id",
+            *keep_columns(self.keep),
+            text.hash(seed=1).alias("_h1"),
+            text.hash(seed=2).alias("_h2"),
+            text.str.len_chars().alias("_text_len"),
         )
+
+    def decide(self, keys: pl.DataFrame, names: list[str]) -> pl.DataFrame:
+        """The removed rows (``id``, ``_dup_of`` = the kept id, ``_pos``) among ``keys``: one row per key, the best
+        by the keep rule, is kept.  Each group reads only its own rows, so a partition holding every copy of its
+        keys decides as the whole input would."""
         rank = rank_expr(self.keep, names)
-        if ctx.distributed:
-            kept_ids, losers = _partitioned(keys, rank, ctx)
-        else:
-            kept_ids, losers = _decide(rank, keys)
-        ctx.note("duplicates", losers.height)
-        ctx.note("groups_with_duplicates", losers.get_column("_dup_of").n_unique())
-        warn_removed(ctx, losers.height, keys.height, self.warn_share, "check the text ('on') and the input")
+        winners = keys.sort(rank).unique(subset=["_h1", "_h2"], keep="first", maintain_order=True)
+        losers = keys.join(winners.select("_h1", "_h2", pl.col("id").alias("_dup_of")), on=["_h1", "_h2"]).filter(
+            pl.col("id") != pl.col("_dup_of")
+        )
+        return losers.select("id", "_dup_of", "_pos")
+
+    def record(self, ctx: Context, *, removed: int, groups: int, total: int) -> None:
+        """The stage's figures, from the decision's totals (summed over partitions by a distributed run)."""
+        ctx.note("duplicates", removed)
+        ctx.note("groups_with_duplicates", groups)
+        warn_removed(ctx, removed, total, self.warn_share, "check the text ('on') and the input")
+
+    def finish(self, lf: pl.LazyFrame, removed: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         ctx.quarantine(
-            lf.join(losers.lazy().select("id", "_dup_of"), on="id", how="inner", maintain_order="left"),
+            lf.join(removed.select("id", "_dup_of"), on="id", how="inner", maintain_order="left"),
             pl.concat_str([pl.lit(f"exact duplicate ({self.on}) of "), pl.col("_dup_of")]),
             "exact_duplicate", duplicate_of=pl.col("_dup_of"),
         )
-        return lf.join(kept_ids.lazy(), on="id", how="semi", maintain_order="left")
-
-
-def _decide(rank: list[pl.Expr], keys: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The kept ``id``s (one per key, the best by ``rank``) and the losers (``id``, ``_dup_of`` = the kept id)
-    among ``keys``; the whole input locally, one partition (every copy of its keys) on a cluster."""
-    winners = keys.sort(rank).unique(subset=["_h1", "_h2"], keep="first", maintain_order=True)
-    losers = keys.join(winners.select("_h1", "_h2", pl.col("id").alias("_dup_of")), on=["_h1", "_h2"]).filter(
-        pl.col("id") != pl.col("_dup_of")
-    )
-    return winners.select("id"), losers.select("id", "_dup_of")
-
-
-def _partitioned(keys: pl.DataFrame, rank: list[pl.Expr], ctx: Context) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The distributed form (``ctx.distributed``, the Ray executor): the keys are hash-partitioned on ``_h1``
-    (every copy of a text lands in one partition), one task per partition decides its groups with the local
-    code, and the driver concatenates the kept ids and losers.  The result is the local one: each group's
-    decision only reads that group's rows, ranked by the same keys (``_pos`` included)."""
-    workers = max(1, int(getattr(ctx, "parallelism", 1)))
-    count = max(workers, -(-keys.height // PARTITION_ROWS))
-    parts = (
-        keys.with_columns((pl.col("_h1") % count).alias("_part"))
-        .partition_by("_part", maintain_order=True, include_key=False)
-    )
-    results = list(ctx.compute_shared(rank, parts, _decide, pack=_same, unpack=_same, name="partitions"))
-    kept = pl.concat([k for k, _ in results]) if results else keys.select("id")
-    losers = pl.concat([lo for _, lo in results]) if results else keys.select("id", pl.col("id").alias("_dup_of"))
-    return kept, losers
-
-
-def _same(value: Any) -> Any:
-    return value
+        return lf.join(removed.select("id"), on="id", how="anti", maintain_order="left")

@@ -9,6 +9,7 @@ import polars as pl
 from pydantic import ConfigDict, field_validator
 from pydantic.dataclasses import dataclass
 
+from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.schema import prompt_text, response_texts, text_for
 
@@ -44,6 +45,7 @@ class Filter(Stage):
 
     name: ClassVar[str] = "filter"
     kind: ClassVar = "expression"
+    shape: ClassVar[Shape] = "row"
     paper: ClassVar[str] = "heuristic cleaning as in Magpie (Xu et al. 2024) and Alpaca-cleaned"
 
     min_prompt_chars: int | None = None

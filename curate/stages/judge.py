@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from curate.errors import DegenerateJudgeError, InputDataError
+from curate.execution import Shape
 from curate.llm.base import Generation, Sampling
 from curate.pipeline import Context, Stage
 from curate.schema import RESPONSES
@@ -123,6 +124,7 @@ class Judge(Stage):
 
     name: ClassVar[str] = "judge"
     kind: ClassVar = "batch"
+    shape: ClassVar[Shape] = "batch"
     paper: ClassVar[str] = "Zheng et al. 2023, MT-Bench LLM-as-a-judge; Cui et al. 2023, UltraFeedback; Kim et al. 2023"
     model_params: ClassVar[tuple[str, ...]] = ("model",)
     #: 2: each call seeded from its row's id (version 1 seeded each batch).

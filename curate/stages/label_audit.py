@@ -13,6 +13,7 @@ from pydantic.dataclasses import dataclass
 
 from curate.embed import embed_for_stage
 from curate.errors import InputDataError, StageError
+from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.reward.bradley_terry import DEFAULTS, out_of_fold
 from curate.reward.embedding_rm import DEFAULT_FEATURES, assemble, feature_texts, pair_texts
@@ -113,6 +114,8 @@ class LabelAudit(Stage):
 
     name: ClassVar[str] = "label_audit"
     kind: ClassVar = "global"
+    shape: ClassVar[Shape] = "driver"
+    driver_reason: ClassVar[str] = "fits a reward model on every pair, then scores them (no keyed form)"
     paper: ClassVar[str] = ("Wang et al. 2024, Secrets of RLHF Part II (flipped labels via RM ensembles); "
                             "Sun et al. 2025, embedding reward models")
     model_params: ClassVar[tuple[str, ...]] = ("model",)

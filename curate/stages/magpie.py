@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from curate.errors import InputDataError
+from curate.execution import Shape
 from curate.llm.base import Sampling
 from curate.pipeline import Context, Stage
 from curate.schema import MESSAGES, RESPONSES, conform, with_ids
@@ -63,6 +64,10 @@ class Magpie(Stage):
 
     name: ClassVar[str] = "magpie"
     kind: ClassVar = "batch"
+    shape: ClassVar[Shape] = "driver"
+    driver_reason: ClassVar[str] = (
+        "makes its own rows: one seeded sequence of generations (its model batches run on workers)"
+    )
     paper: ClassVar[str] = "Xu et al. 2024, Magpie: Alignment Data Synthesis from Scratch"
     model_params: ClassVar[tuple[str, ...]] = ("model",)
     #: 2: per-sample seeds (version 1 seeded each batch: a sample's text depended on its batch).

@@ -13,6 +13,7 @@ from pydantic.dataclasses import dataclass
 
 from curate.contract import Needs
 from curate.dedup import minhash
+from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
 from curate.stages._keep import (
@@ -86,6 +87,7 @@ class MinHashDedup(Stage):
 
     name: ClassVar[str] = "minhash_dedup"
     kind: ClassVar = "global"
+    shape: ClassVar[Shape] = "shuffle"
     version: ClassVar[int] = 2  # 2: bucket members sorted stably (the same clusters on every CPU)
     paper: ClassVar[str] = "Broder 1997 (MinHash); Leskovec et al., Mining of Massive Datasets ch. 3 (LSH); datasketch"
 
@@ -186,12 +188,7 @@ class MinHashDedup(Stage):
                     frames.append(chunk.select("id", "_len")[take])
                     filled += len(take)
                 offset += chunk.height
-        if ctx.distributed:  # bands as Ray tasks over signatures broadcast once: the same partition
-            labels, figures = minhash.cluster_by_band(sig, bands=bands, rows=rows, threshold=self.threshold,
-                                                      verify=self.verify, compute=ctx.compute_shared)
-        else:
-            labels, figures = minhash.cluster(sig, bands=bands, rows=rows, threshold=self.threshold,
-                                              verify=self.verify)
+        labels, figures = minhash.cluster(sig, bands=bands, rows=rows, threshold=self.threshold, verify=self.verify)
         for key, value in figures.items():
             ctx.note(key, value)
 

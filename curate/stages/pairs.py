@@ -10,6 +10,7 @@ from pydantic.dataclasses import dataclass
 
 from curate.contract import Needs
 from curate.errors import InputDataError
+from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.schema import MESSAGES, conform
 
@@ -94,6 +95,8 @@ class Pairs(Stage):
 
     name: ClassVar[str] = "pairs"
     kind: ClassVar = "expression"
+    shape: ClassVar[Shape] = "driver"
+    driver_reason: ClassVar[str] = "pairs are built from every candidate of a prompt (no keyed form by prompt yet)"
     paper: ClassVar[str] = "Cui et al. 2023, UltraFeedback; Tunstall et al. 2023, Zephyr (binarised pairs)"
 
     strategy: Literal["best_vs_worst", "best_vs_random"] = "best_vs_worst"

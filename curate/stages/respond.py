@@ -9,6 +9,7 @@ import polars as pl
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
+from curate.execution import Shape
 from curate.llm.base import Sampling
 from curate.pipeline import Context, Stage
 from curate.schema import MESSAGES, RESPONSES, conform
@@ -38,6 +39,7 @@ class Respond(Stage):
 
     name: ClassVar[str] = "respond"
     kind: ClassVar = "batch"
+    shape: ClassVar[Shape] = "batch"
     paper: ClassVar[str] = "Cui et al. 2023, UltraFeedback; Tunstall et al. 2023, Zephyr"
     model_params: ClassVar[tuple[str, ...]] = ("model",)
     #: 2: per-row seeds (version 1 seeded each batch: a row's responses depended on its batch).

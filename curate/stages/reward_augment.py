@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from curate.errors import InputDataError
+from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.schema import MESSAGES, with_ids
 
@@ -55,6 +56,8 @@ class RewardAugment(Stage):
 
     name: ClassVar[str] = "reward_augment"
     kind: ClassVar = "expression"
+    shape: ClassVar[Shape] = "driver"
+    driver_reason: ClassVar[str] = "compares each pair with column-wide figures"
     paper: ClassVar[str] = "Zhang et al. 2024, Reward-Augmented Data Enhances Direct Preference Alignment of LLMs"
 
     template: str = DEFAULT_TEMPLATE

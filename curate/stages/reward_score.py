@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from curate.errors import InputDataError, ModelError
+from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.reward import RewardModel, Scored, reward_identity
 from curate.reward.embedding_rm import is_embedding_rm, resolve_rm_path
@@ -93,6 +94,7 @@ class RewardScore(Stage):
 
     name: ClassVar[str] = "reward_score"
     kind: ClassVar = "batch"
+    shape: ClassVar[Shape] = "batch"
     paper: ClassVar[str] = (
         "Ouyang et al. 2022 (reward models); Lambert et al. 2024, RewardBench; Wang et al. 2024, ArmoRM"
     )

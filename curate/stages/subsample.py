@@ -14,6 +14,7 @@ from curate.contract import Needs
 from curate.embed import embed_for_stage
 from curate.embed.select import greedy_diverse
 from curate.errors import ModelError, RecipeError
+from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.schema import text_for
 
@@ -124,6 +125,8 @@ class Subsample(Stage):
 
     name: ClassVar[str] = "subsample"
     kind: ClassVar = "global"
+    shape: ClassVar[Shape] = "driver"
+    driver_reason: ClassVar[str] = "a greedy selection over the whole input (encoding runs on workers)"
     paper: ClassVar[str] = "Khera et al. 2024, Efficient Alignment of LLMs via Data Sampling"
     model_params: ClassVar[tuple[str, ...]] = ("model",)
 

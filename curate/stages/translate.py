@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from curate.errors import RecipeError
+from curate.execution import Shape
 from curate.llm.base import Sampling
 from curate.pipeline import Context, Stage
 from curate.schema import CONTENT_COLUMNS, MESSAGES, RESPONSES, conform, hash_expr, with_ids
@@ -121,6 +122,7 @@ class Translate(Stage):
 
     name: ClassVar[str] = "translate"
     kind: ClassVar = "batch"
+    shape: ClassVar[Shape] = "batch"
     paper: ClassVar[str] = "Paul et al. 2025, selective translation of instruction data (code/math kept verbatim)"
     model_params: ClassVar[tuple[str, ...]] = ("model", "judge_model")
 
