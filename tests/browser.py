@@ -32,16 +32,20 @@ def require_chromium() -> str:
     return found
 
 
-def chromium(args: list[str], url: str, profile: Path) -> subprocess.CompletedProcess[str]:
+def chromium(args: list[str], url: str, profile: Path, size: tuple[int, int] = (1280, 4000)
+             ) -> subprocess.CompletedProcess[str]:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--window-size=1280,4000"]
+             f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}"]
     return subprocess.run([require_chromium(), *flags, *args, url], capture_output=True, text=True, timeout=120)
 
 
-def screenshot(html_file: Path, png: Path, profile: Path) -> subprocess.CompletedProcess[str]:
-    """Render ``html_file`` to ``png``; the returned process holds chromium's log (JS errors show there)."""
-    return chromium([f"--screenshot={png}", "--enable-logging=stderr", "--v=0"], html_file.resolve().as_uri(), profile)
+def screenshot(html_file: Path, png: Path, profile: Path, size: tuple[int, int] = (1280, 4000)
+               ) -> subprocess.CompletedProcess[str]:
+    """Render ``html_file`` to ``png`` in a window of ``size`` (width, height: the part of the page the PNG
+    shows); the returned process holds chromium's log (JS errors show there)."""
+    return chromium([f"--screenshot={png}", "--enable-logging=stderr", "--v=0"], html_file.resolve().as_uri(), profile,
+                    size)
 
 
 def distinct_colours(png: Path) -> int:
@@ -52,5 +56,6 @@ def distinct_colours(png: Path) -> int:
     return len(colours or [])
 
 
-def dom(html_file: Path, profile: Path) -> str:
-    return chromium(["--dump-dom"], html_file.resolve().as_uri(), profile).stdout
+def dom(html_file: Path, profile: Path, size: tuple[int, int] = (1280, 4000)) -> str:
+    """The page's DOM after its scripts ran, serialised (what a probe script wrote into it included)."""
+    return chromium(["--dump-dom"], html_file.resolve().as_uri(), profile, size).stdout

@@ -16,17 +16,20 @@ from curate.report import write_report
 from curate.runner import run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("funnel", "lengths", "scores", "margins", "languages", "dedup", "audit", "embeddings", "models",
+SECTIONS = ("funnel", "rows", "setaside", "lengths", "scores", "margins", "languages", "dedup", "audit", "embeddings", "models",
             "manifest", "recipe")
 
 
 def _check_self_contained(html: str) -> None:
+    """Every section is on the page, or listed once under "Not in this run"; nothing is loaded from outside;
+    the only script is the inline one of the data browser."""
     for sid in SECTIONS:
-        assert f'<section id="{sid}">' in html, sid
+        assert f'<section id="{sid}">' in html or f'<li data-section="{sid}">' in html, sid
     refs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', html)
     assert refs and not [r for r in refs if r.startswith(("http://", "https://", "//"))]
-    assert "<script" not in html and "<link" not in html
-    assert html.count('src="data:image/png;base64,') >= 3  # funnel + prompt and response lengths
+    assert "<link" not in html and "http://" not in html and "https://" not in html.replace("https://evil", "")
+    assert html.count("<script") == 1 and "<script>" in html  # inline, no src
+    assert html.count('<svg class="plot"') >= 3  # funnel + prompt and response lengths
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +43,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_run_writes_report_for_sft(runs: dict[str, Path]) -> None:
     html = (runs["clean_sft"] / "report.html").read_text()
     _check_self_contained(html)
-    # near-duplicate examples show both the removed and the kept text
-    assert "near duplicate (minhash" in html and html.count('<div class="pair">') >= 2
-    assert "kept row not in the output" not in html
-    assert "No lang column" in html and "Not a preference table" in html
+    # near-duplicate examples show both the removed and the kept text, in the set-aside browser
+    setaside = html[html.index('<section id="setaside">'):]
+    assert "near duplicate (minhash" in setaside and setaside.count("<b>kept twin</b>") >= 2
+    assert "is neither in the output" not in html
+    assert '<li data-section="languages"><b>Language mix</b>: No lang column' in html  # listed once, at the end
+    assert "Not a preference table" in html
 
 
 def test_run_writes_report_for_preferences(runs: dict[str, Path]) -> None:
@@ -104,14 +109,15 @@ def test_report_without_cache_scores_lang_audit_and_escaping(tmp_path: Path) -> 
     }))
     html = write_report(run).read_text()
     _check_self_contained(html)
-    assert "<script>" not in html and "&lt;script&gt;" in html and "<b>hand</b>" not in html
+    assert html.count("<script>") == 1 and "<script>alert" not in html and "&lt;script&gt;alert" in html
+    assert "<b>hand</b>" not in html
     assert "deita_score" in html and "score_chosen" in html
     assert "rows per language" in html
     assert "length_control.before.pairs" in html
     assert "<td class=\"num\">-11</td>" in html  # "ok" vs "not ok at all": negative margins stay negative
     assert "1 match(es)" in html and "a benchmark question" in html
     assert "cache removed" in html  # before-lengths need the read stage's cache: says so instead
-    assert f"kept {kept}" in html
+    assert f"<b>kept twin</b> {kept}" in html
 
 
 @pytest.mark.browser
@@ -125,4 +131,4 @@ def test_report_renders_in_chromium(runs: dict[str, Path], tmp_path: Path) -> No
     assert browser.distinct_colours(png) > 50  # text, tables and plots, not a blank page
     page_dom = browser.dom(page, tmp_path / "profile")
     for sid in SECTIONS:
-        assert f'id="{sid}"' in page_dom, sid
+        assert f'id="{sid}"' in page_dom or f'data-section="{sid}"' in page_dom, sid

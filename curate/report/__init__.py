@@ -1,7 +1,9 @@
 """``curate report``: one self-contained HTML page describing a finished run directory.
 
-The page inlines its CSS and its plots (base64 PNG), and has no scripts, so it can be mailed, attached
-to an issue or opened on an air-gapped machine and look the same.
+The page inlines its CSS, its plots (SVG) and one short script (search over the rows it shows), and loads
+nothing, so it can be mailed, attached to an issue or opened on an air-gapped machine and look the same.
+Warnings (:mod:`curate.report.findings`) come first, then the stage funnel and the data browser
+(:mod:`curate.report.browser`: output rows and set-aside rows), then the statistics.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from curate.errors import InputDataError
-from curate.report import html, sections
+from curate.report import browser, html, sections
 from curate.report.findings import findings
 
 __all__ = ["write_report"]
@@ -37,8 +39,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     # Lazy: each section reads the columns it needs and reduces them (lengths, scores, counts) while streaming,
     # so a million-row run's report holds numbers, not texts (a full read held GBs).
     data = pl.scan_parquet(run_dir / output) if output and (run_dir / output).is_file() else None
+    seed = int(manifest.get("seed") or 0)
     parts = [
         sections.funnel(run_dir, manifest),
+        browser.output_rows(data, seed),
+        browser.set_aside_rows(run_dir, manifest, data, seed),
         sections.lengths(run_dir, manifest, data),
         sections.scores(data),
         sections.margins(data, manifest),

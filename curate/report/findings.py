@@ -113,7 +113,12 @@ def _dedup_findings(stages: list[dict[str, Any]]) -> list[Finding]:
         notes = s.get("notes") or {}
         if s.get("name") not in DEDUP_STAGES and "clusters" not in notes and "duplicates" not in notes:
             continue
-        rows_in, removed = int(s.get("rows_in") or 0), int(s.get("quarantined") or 0)
+        # The stage's own count of duplicates where it notes one (magpie sets aside truncated instructions too,
+        # and counts duplicates among its samples, not among the input rows it ignores), else all it set aside.
+        noted = notes.get("duplicates")
+        removed = int(noted) if isinstance(noted, int | float) else int(s.get("quarantined") or 0)
+        basis = notes.get("samples") if s.get("name") == "magpie" else None
+        rows_in = int(basis) if isinstance(basis, int | float) else int(s.get("rows_in") or 0)
         if rows_in and removed / rows_in > DEDUP_SHARE:
             out.append(Finding("heavy_dedup", f"Dedup removed over {DEDUP_SHARE:.0%} ({s['label']})",
                                f"{removed:,} of {rows_in:,} input rows ({removed / rows_in:.1%}) set aside as "

@@ -1,13 +1,13 @@
 """The report's sections: each reads what a finished run directory holds and returns (id, title, html).
 
-Every section is always present; one that has nothing to show says so in one line, so a reader (or a
-test) can tell "no data" from "the report forgot it".
+A section that has nothing to show returns only its one :func:`curate.report.html.none` line; the page
+gathers those into one "Not in this run" list at the end (each with its reason), so a reader (or a test)
+can still tell "no data" from "the report forgot it" without scrolling past empty sections.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,10 @@ import polars as pl
 from curate.errors import InputDataError
 from curate.pipeline import scan_quarantine
 from curate.report import plots
-from curate.report.html import esc, none, pair, table
+from curate.report.html import esc, none, table
 from curate.schema import detect_table, hash_expr, prompt_text, response_texts, text_for
 
 Section = tuple[str, str, str]
-_ID = re.compile(r"\b[0-9a-f]{32}\b")
-_EXAMPLES = 4
-_TEXT_CHARS = 600
 
 
 def _scan(path: Path) -> pl.LazyFrame | None:
@@ -133,12 +130,33 @@ def _score_columns(data: pl.LazyFrame) -> dict[str, list[float]]:
     return {k: v for k, v in out.items() if v}
 
 
+def _score_series(found: dict[str, list[float]]) -> list[tuple[str, dict[str, list[float]]]]:
+    """One plot per score: ``X_chosen`` and ``X_rejected`` (or ``score_chosen``/``score_rejected``) overlaid on
+    one figure, every other column alone; ``score_margin`` is left to the margins section, which plots it."""
+    plots_: list[tuple[str, dict[str, list[float]]]] = []
+    done: set[str] = set()
+    for name in found:
+        if name in done or (name == "score_margin" and {"score_chosen", "score_rejected"} <= set(found)):
+            continue
+        if name.endswith("_chosen") and f"{name[:-7]}_rejected" in found:
+            other = f"{name[:-7]}_rejected"
+            plots_.append((f"{name[:-7]} of chosen and rejected", {"chosen": found[name], "rejected": found[other]}))
+            done |= {name, other}
+        elif name.endswith("_rejected") and f"{name[:-9]}_chosen" in found:
+            continue  # drawn with its _chosen twin
+        else:
+            plots_.append((name, {name: found[name]}))
+            done.add(name)
+    return plots_
+
+
 def scores(data: pl.LazyFrame | None) -> Section:
-    """Every judge / deita / reward score column of the output, as histograms and summary stats."""
+    """Every judge / deita / reward score column of the output, as histograms and summary stats (chosen and
+    rejected of one score on one figure, so they compare at a glance)."""
     found = _score_columns(data) if data is not None else {}
     if not found:
         return "scores", "Score distributions", none("No score columns in the output.")
-    body = "".join(plots.histograms({k: v}, k, "score") for k, v in found.items())
+    body = "".join(plots.histograms(series, title, "score") for title, series in _score_series(found))
     body += table(_STAT_HEAD, [_stats_rows(k, v) for k, v in found.items()])
     return "scores", "Score distributions", body
 
@@ -197,23 +215,9 @@ def languages(data: pl.LazyFrame | None) -> Section:
     return "languages", "Language mix", body
 
 
-def _row_text(row: dict[str, Any]) -> str:
-    """A readable text of a raw row (canonical tables or adapter input): prompt, then first response."""
-    parts: list[str] = []
-    for key in ("messages", "prompt", "chosen"):
-        value = row.get(key)
-        if isinstance(value, list):
-            parts += [f"[{m.get('role')}] {m.get('content')}" for m in value if isinstance(m, dict)]
-        elif isinstance(value, str):
-            parts.append(value)
-    if not parts:
-        parts = [f"{k}: {v}" for k, v in row.items() if k not in ("id", "source") and isinstance(v, str)]
-    text = "\n".join(parts)
-    return text if len(text) <= _TEXT_CHARS else text[:_TEXT_CHARS] + " …"
-
-
 def dedup(run_dir: Path, manifest: dict[str, Any], data: pl.LazyFrame | None) -> Section:
-    """Cluster counts from the dedup stages' notes, with removed near-duplicates next to the kept row."""
+    """Cluster counts from the dedup stages' notes; the removed rows themselves, each beside its kept twin, are
+    in the set-aside browser (:func:`curate.report.browser.set_aside_rows`), which this section links to."""
     stages = [s for s in manifest.get("stages", []) if "clusters" in s.get("notes", {})
               or "duplicates" in s.get("notes", {})]
     if not stages:
@@ -222,23 +226,11 @@ def dedup(run_dir: Path, manifest: dict[str, Any], data: pl.LazyFrame | None) ->
                                                if isinstance(v, int | float) and not isinstance(v, bool)])
     body += "".join(f"<p><b>warning</b> {esc(s['label'])}: {esc(s['notes']['warning'])}</p>" for s in stages
                     if s["notes"].get("warning"))  # removed more than the stage's warn_share of its input
-    shown = []  # (stage label, quarantined row, id of the kept row: duplicate_of, else the one its reason names)
-    for s in stages:
-        path = run_dir / "quarantine" / f"{s['label']}.parquet"
-        if path.is_file():
-            shown += [(s["label"], rec, rec["duplicate_of"] or (_ID.findall(rec["reason"] or "") or [None])[-1])
-                      for rec in scan_quarantine(path).head(_EXAMPLES).collect().iter_rows(named=True)]
-    kept_ids = [kept_id for _, _, kept_id in shown if kept_id]
-    by_id = {}
-    if data is not None and "id" in _columns(data) and kept_ids:  # read the few kept rows shown, not the output
-        by_id = {r["id"]: r for r in _collect(data.filter(pl.col("id").is_in(kept_ids))).iter_rows(named=True)}
-    examples = ""
-    for label, rec, kept_id in shown:
-        removed = _row_text(json.loads(rec["row"])) if rec.get("row") else "(row not recorded)"
-        kept = _row_text(by_id[kept_id]) if kept_id in by_id else "(kept row not in the output)"
-        examples += f"<p>{esc(label)}: {esc(rec['reason'])}</p>"
-        examples += pair(f"removed {rec['id']}", removed, f"kept {kept_id}", kept)
-    body += "<h3>Examples</h3>" + (examples or none("No removed rows to show."))
+    removed = sum(int(s["notes"]["duplicates"]) if isinstance(s["notes"].get("duplicates"), int | float)
+                  else int(s.get("quarantined") or 0) for s in stages)
+    if removed:
+        body += (f"<p>{removed:,} row(s) removed as duplicates: a sample, each beside the row it duplicates, is "
+                 'under <a href="#setaside">Set-aside rows</a>.</p>')
     return "dedup", "Deduplication", body
 
 
