@@ -400,9 +400,10 @@ class _LargeStar:
     root: Path
     partitions: int
     k: int
+    sources: int
 
     def __call__(self, p: int) -> int:
-        adjacency = _gather(self.root / "cc" / str(self.k), p, self.partitions).unique().filter(
+        adjacency = _gather(self.root / "cc" / str(self.k), p, self.sources).unique().filter(
             pl.col("_u") != pl.col("_v")
         )
         per = adjacency.group_by("_u").agg(
@@ -449,19 +450,50 @@ class _SmallStar:
         return len(emitted)
 
 
-def components(root: Path, partitions: int, run: RunFn) -> tuple[Path, int]:
+def components(root: Path, partitions: int, run: RunFn, sources: int | None = None) -> tuple[Path, int]:
     """Connected components of the undirected edges in ``root/cc/0`` (``_u``, ``_v`` under both ends,
-    :func:`_scatter`'d by ``_u`` from ``partitions`` sources into ``partitions`` targets): returns the
-    directory of label files ``r.parquet`` (``_node``, ``_label`` = the component's smallest node, for
-    every node with an edge, by node partition) and the number of rounds."""
+    :func:`_scatter`'d by ``_u`` from ``sources`` (default ``partitions``) tasks into ``partitions``
+    targets): returns the directory of label files ``r.parquet`` (``_node``, ``_label`` = the component's
+    smallest node, for every node with an edge, by node partition) and the number of rounds."""
     for k in range(MAX_ROUNDS):
-        violations = run(_LargeStar(root, partitions, k), range(partitions))
+        first = sources if k == 0 and sources is not None else partitions
+        violations = run(_LargeStar(root, partitions, k, first), range(partitions))
         if sum(violations) == 0:
             run(_remove_tree, [root / "ss" / str(k), root / "cc" / str(k)])
             return root / "labels" / str(k), k + 1
         run(_SmallStar(root, partitions, k), range(partitions))
         run(_remove_tree, [root / "ss" / str(k), root / "cc" / str(k), root / "labels" / str(k)])
     raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} large-star/small-star rounds")
+
+
+@dataclass(frozen=True)
+class _EdgeScatter:
+    """Per edge file: its edges ``(_a, _b)`` under both ends, scattered by node (round 0's input)."""
+
+    root: Path
+    edges: tuple[Path, ...]
+    partitions: int
+
+    def __call__(self, j: int) -> int:
+        frame = pl.read_parquet(self.edges[j], columns=["_a", "_b"]).select(pl.all().cast(pl.Int64))
+        adjacency = pl.concat([frame.select(_u="_a", _v="_b"), frame.select(_u="_b", _v="_a")])
+        _scatter(adjacency, _partition_of(adjacency["_u"], self.partitions), self.partitions,
+                 self.root / "cc" / "0", j)
+        return len(frame)
+
+
+def edge_components(edges: Sequence[Path], scratch: Path, partitions: int, run: RunFn) -> tuple[list[Path], int]:
+    """The connected components of the undirected graph whose edges are the rows of ``edges`` (Parquet
+    files of ``_a``, ``_b``: Int64 nodes), by large-star / small-star (see the module docstring): one file
+    per node partition (``_node``, ``_label``: the smallest node of its component, for every node with an
+    edge other than a self-loop) and the number of rounds."""
+    root = Path(scratch) / "components"
+    paths = tuple(Path(p) for p in edges)
+    if not paths:
+        return [], 0
+    run(_EdgeScatter(root, paths, partitions), range(len(paths)))
+    labels, rounds = components(root, partitions, run, sources=len(paths))
+    return [labels / _NAME.format(p) for p in range(partitions)], rounds
 
 
 # -- 6. rows -----------------------------------------------------------------------------------------------
