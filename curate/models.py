@@ -17,6 +17,7 @@ from typing import Any, Literal
 import xxhash
 
 from curate.errors import MODEL_PATH_HINTS, RecipeError
+from curate.progress import name_model, parse_price, without_price
 
 ModelKind = Literal["llm", "embed", "reward"]
 
@@ -50,16 +51,22 @@ class ModelRegistry:
         return self.specs[handle]
 
     def fingerprint(self, handle: str) -> str:
-        return xxhash.xxh3_128_hexdigest(json.dumps(self.spec(handle), sort_keys=True, default=str).encode())
+        """The model's identity for cache keys; its ``price_per_million`` is bookkeeping and left out, so a new
+        price never recomputes model work."""
+        spec = without_price(self.spec(handle))
+        return xxhash.xxh3_128_hexdigest(json.dumps(spec, sort_keys=True, default=str).encode())
 
     def register(self, handle: str, model: Any, spec: dict[str, Any] | None = None) -> None:
         """Use an already-loaded model object under ``handle`` (notebooks)."""
         self.specs[handle] = spec if spec is not None else {"object": repr(model)}
         self._loaded[handle] = model
+        name_model(model, handle, self.specs[handle])
 
     def get(self, handle: str, kind: ModelKind) -> Any:
         if handle not in self._loaded:
-            spec = dict(self.spec(handle))
+            full = self.spec(handle)
+            parse_price(handle, full)  # a malformed price fails before a model loads
+            spec = without_price(full)  # backends refuse keys they do not know
             if kind == "llm":
                 from curate.llm import load_llm
 
@@ -72,6 +79,7 @@ class ModelRegistry:
                 from curate.reward import load_reward_model
 
                 self._loaded[handle] = load_reward_model(spec, base_dir=self.base_dir)
+            name_model(self._loaded[handle], handle, full)  # the progress label and the price of its calls
         return self._loaded[handle]
 
     def missing_paths(self, uses: dict[str, ModelKind]) -> list[str]:

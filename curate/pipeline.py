@@ -520,8 +520,12 @@ class Context:
         """``fn`` of each batch, in order.  The one place work happens: the Ray executor
         (:mod:`curate.distributed`) overrides it to run the same batches on a cluster, so shards, seeds and
         output stay those of a local run."""
+        from curate.progress import metered
+
         for batch in batches:
-            yield fn(batch)
+            with metered(self):  # the model usage of fn's calls goes to the stage's notes
+                result = fn(batch)
+            yield result
 
     def compute_shared(
         self, shared: Any, chunks: Iterable[Any], fn: Callable[[Any, Any], Any], *,
@@ -575,18 +579,9 @@ def _ids_unique(lf: pl.LazyFrame) -> bool:
 
 def _iter_batches(lf: pl.LazyFrame, size: int, *, progress: bool, desc: str) -> Iterator[pl.DataFrame]:
     """Fixed-size, deterministic batches of ``lf`` (the same input always yields the same batches)."""
-    if not progress:
-        yield from _fixed_batches(lf, size)
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from curate.progress import iter_batches  # bars, progress events, requests inside a batch
 
-    total = int(lf.select(pl.len()).collect().item())
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(desc, total=total)
-        for batch in _fixed_batches(lf, size):
-            yield batch
-            bar.advance(task, batch.height)
+    yield from iter_batches(lf, size, bar=progress, desc=desc, cut=_fixed_batches)
 
 
 def _fixed_batches(lf: pl.LazyFrame, size: int) -> Iterator[pl.DataFrame]:

@@ -105,6 +105,22 @@ class Recipe(BaseModel):
     base_dir: Path = Field(default=Path("."), exclude=True)
     stage_objects: list[Stage] = Field(default_factory=list, exclude=True)
 
+    @field_validator("models")
+    @classmethod
+    def _model_prices(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """A model's optional ``price_per_million: {input: X, output: Y}`` (curate.progress) is checked here, with
+        the recipe, not when the model first loads mid-run."""
+        from pydantic_core import PydanticCustomError
+
+        from curate.progress import parse_price
+
+        for handle, spec in value.items():
+            try:
+                parse_price(str(handle), spec)
+            except RecipeError as exc:
+                raise PydanticCustomError("price_per_million", str(exc).removeprefix("models.")) from None
+        return value
+
     @field_validator("export", mode="before")
     @classmethod
     def _one_or_many_exports(cls, value: Any) -> Any:

@@ -41,11 +41,14 @@ from curate import checkpoint, faults
 from curate.checkpoint import file_digest
 from curate.contract import check_chain, raise_problems, schema_columns
 from curate.errors import CurateError, InputDataError, RecipeError, environment_error
+from curate.events import done_fields, new_run_id
 from curate.io import Loaded, load
 from curate.io.loading import reader_columns
 from curate.io.readers import check_input
 from curate.models import ModelRegistry
 from curate.pipeline import QUARANTINE_SCHEMA, Context, reason_code
+from curate.progress import reporting as progress_events
+from curate.progress import usage_summary
 from curate.recipe import Recipe
 from curate.schema import detect_table
 
@@ -124,8 +127,11 @@ class Runner:
         executor: str = "local",
         address: str | None = None,
         incremental: bool = False,
+        run_id: str | None = None,
     ) -> None:
         self.recipe = recipe
+        #: One per invocation (``curate run`` passes the id its JSON log lines carry); in the manifest.
+        self.run_id = run_id or new_run_id()
         #: ``local`` (this process) or ``ray`` (curate.distributed; ``address`` as for ``ray.init``).
         self.executor = executor
         self.address = address
@@ -137,6 +143,7 @@ class Runner:
         self.limit = limit
         self.progress = progress
         self.on_event = on_event or (lambda event: None)
+        self._listener = on_event  # progress events (curate.progress) only where someone listens
         self.stage_root = run_dir / "cache" / "stages"
         # What a failed run publishes (see _failure_record): the stage it was in, the stages it finished.
         self._phase = "start"
@@ -322,7 +329,7 @@ class Runner:
         # Small streaming morsels bound memory on wide rows (conversations are kilobytes each): at 1M
         # preference rows the default morsel size nearly doubled peak RSS for no gain in speed
         # (benchmarks/streaming.py).
-        with pl.Config(streaming_chunk_size=STREAMING_CHUNK_ROWS):
+        with pl.Config(streaming_chunk_size=STREAMING_CHUNK_ROWS), progress_events(self._listener):
             try:
                 return self._run()
             except Exception as exc:  # an OS refusal outside the locked part (e.g. a read-only --out)
@@ -422,6 +429,7 @@ class Runner:
             result = self._publish(table, chain, reports, inputs, started, previous)
             if self.refresh:
                 _prune_stage_dirs(self.stage_root, {p.name for p in chain})
+        exports: list[dict[str, Any]] = []
         for spec in self.recipe.export:
             from curate.export import export
 
@@ -429,9 +437,10 @@ class Runner:
                 result.output, spec.format, self.run_dir / "export" / spec.format, test_size=spec.test_size,
                 seed=self.recipe.seed if spec.seed is None else spec.seed, save_to_disk=spec.save_to_disk,
             )
-            self._emit("export_done", format=spec.format, out=str(done.out_dir), splits=done.splits)
+            exports.append({"format": spec.format, "out": str(done.out_dir), "splits": done.splits})
+            self._emit("export_done", **exports[-1])
         self._emit("run_done", output=str(result.output), rows=result.rows, seconds=result.seconds,
-                   quarantined=result.quarantined)
+                   quarantined=result.quarantined, **done_fields(self.run_dir, exports))
         return result
 
     def _staging_with_quarantine(self, reports: list[StageReport], chain: list[Path]) -> Path:
@@ -475,6 +484,7 @@ class Runner:
     def _manifest_fields(self, reports: list[StageReport], inputs: Any, started: float) -> dict[str, Any]:
         """What every manifest records, a finished run's and a failed run's alike."""
         return {
+            "run_id": self.run_id,
             "recipe": self.recipe.content(),
             "recipe_hash": self.recipe.hash(),
             "seed": self.recipe.seed,
@@ -487,6 +497,8 @@ class Runner:
             "stages": [asdict(r) for r in reports],
             "quarantined": sum(r.quarantined for r in reports),
             "executor": {"name": self.executor, **({"address": self.address} if self.address else {})},
+            # requests, tokens in/out and cost (models with a price_per_million) per stage and in total
+            "model_usage": usage_summary([asdict(r) for r in reports]),
         }
 
     def _publish_failure(self, error: BaseException, started: float) -> None:

@@ -34,6 +34,7 @@ import xxhash
 from curate.errors import ModelError
 from curate.llm._common import END_OF_TURN_TOKENS, TokenizerChat, cut_at_stop, offline_hub
 from curate.llm.base import Generation, Sampling
+from curate.progress import model_call
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,14 @@ class TransformersLLM(TokenizerChat):
         seeds = sampling.seeds(len(ids))
         order = self._batch_order(ids)
         out: list[list[Generation] | None] = [None] * len(ids)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            gens = self._generate_batch([ids[i] for i in chunk], sampling, [seeds[i] for i in chunk])
-            for i, row in zip(chunk, gens, strict=True):
-                out[i] = row
+        with model_call(self, len(ids)) as call:  # progress inside a stage's batch, and token counts
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                gens = self._generate_batch([ids[i] for i in chunk], sampling, [seeds[i] for i in chunk])
+                for i, row in zip(chunk, gens, strict=True):
+                    out[i] = row
+                call.done(len(chunk), tokens_in=sum(len(ids[i]) for i in chunk),
+                          tokens_out=sum(g.tokens for row in gens for g in row))
         return out  # type: ignore[return-value]
 
     # -- helpers --------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
@@ -45,6 +46,7 @@ from typing import Any
 from curate.errors import ModelError
 from curate.llm._common import check_options
 from curate.llm.base import Conversation, Generation, Sampling
+from curate.progress import model_call
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +286,9 @@ class OpenAIBackend:
         sem = asyncio.Semaphore(self.concurrency)
         gate = _Gate(self.window) if self.adaptive else None
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies)), thread_name_prefix="curate-http") as ex:
+        workers = min(self.concurrency, len(bodies))
+        with (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curate-http") as ex,
+              model_call(self, len(bodies)) as call):  # progress per request; tokens of the requests paid for
 
             async def one(body: dict[str, Any]) -> dict[str, Any]:
                 key = _request_key(path, body)
@@ -292,6 +296,7 @@ class OpenAIBackend:
                 if cached is not None:
                     with self._count_lock:
                         self.cache_hits += 1
+                    call.done(1, cached=True)
                     return cached
                 if gate is not None:
                     resp = await self._with_retries(loop, ex, path, body, gate)
@@ -299,6 +304,9 @@ class OpenAIBackend:
                     async with sem:  # fixed concurrency: the slot is held through every try and backoff
                         resp = await self._with_retries(loop, ex, path, body, None)
                 self._cache_put(key, resp)
+                usage = resp.get("usage") or {}
+                call.done(1, tokens_in=int(usage.get("prompt_tokens") or 0),
+                          tokens_out=int(usage.get("completion_tokens") or 0))
                 return resp
 
             return list(await asyncio.gather(*(one(b) for b in bodies)))
@@ -466,7 +474,8 @@ def _run_coroutine(coro: Any) -> Any:
         except BaseException as e:  # re-raised in the caller's thread
             box["error"] = e
 
-    t = threading.Thread(target=target, name="curate-http-loop")
+    # In the caller's context: the progress of the batch it computes (curate.progress) follows the requests.
+    t = threading.Thread(target=contextvars.copy_context().run, args=(target,), name="curate-http-loop")
     t.start()
     t.join()
     if "error" in box:

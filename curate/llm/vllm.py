@@ -20,6 +20,7 @@ from typing import Any
 from curate.errors import ModelError
 from curate.llm._common import END_OF_TURN_TOKENS, TokenizerChat, check_options, offline_hub, resolve_model_path
 from curate.llm.base import Generation, Sampling
+from curate.progress import model_call
 
 NOT_INSTALLED = "vllm is not installed; pip install 'curate[gpu]' on a GPU machine, or see make test-vllm"
 
@@ -140,7 +141,11 @@ class VLLMBackend(TokenizerChat):
             for seed in sampling.seeds(len(prompts))
         ]
         ids = [self.encode(p) for p in prompts]
-        outputs = self.engine.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
+        # vLLM schedules the whole call at once (continuous batching): its requests are reported when it returns.
+        with model_call(self, len(ids)) as call:
+            outputs = self.engine.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
+            call.done(len(ids), tokens_in=sum(len(x) for x in ids),
+                      tokens_out=sum(len(c.token_ids) for out in outputs for c in out.outputs))
         results: list[list[Generation]] = []
         for x, out in zip(ids, outputs, strict=True):
             gens = []

@@ -348,6 +348,20 @@ def models(manifest: dict[str, Any]) -> Section:
     recipe_models = (manifest.get("recipe") or {}).get("models") or {}
     body += table(["stage", "seconds", "model rows computed", "model rows reused", "rows computed", "rows cached",
                    "texts encoded", "texts cached", "tokens"], rows) if rows else none("No model stage ran.")
+    usage = manifest.get("model_usage")
+    if usage:  # requests, tokens and cost (models with a price_per_million; curate.progress)
+        from curate.progress import format_cost
+
+        def cost(value: Any) -> str:
+            return format_cost(float(value)) if value is not None else "no price"
+
+        body += "<h3>Requests, tokens and cost</h3>" + table(
+            ["stage", "requests", "from request cache", "tokens in", "tokens out", "cost"],
+            [[label, u["model_requests"], u["requests_cached"], u["tokens_in"], u["tokens_out"],
+              cost(u.get("cost")) + (" (earlier run)" if u.get("cached") else "")]
+             for label, u in usage["stages"].items()]
+            + [["total (this run)", usage["model_requests"], usage["requests_cached"], usage["tokens_in"],
+                usage["tokens_out"], cost(usage.get("cost"))]])
     if recipe_models:
         body += "<h3>Models</h3>" + table(["handle", "spec"], [[h, json.dumps(s)] for h, s in recipe_models.items()])
     return "models", "Models and time", body
