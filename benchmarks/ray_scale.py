@@ -199,6 +199,13 @@ class Cluster:
             time.sleep(1.0)
         raise RuntimeError(f"the cluster at {self.address} did not show {want} CPUs in {timeout:.0f}s:\n{status}")
 
+    def active_nodes(self) -> int:
+        """How many nodes ``ray status`` lists as active (a killed node drops out once the GCS notices)."""
+        done = subprocess.run([str(VENV_BIN / "ray"), "status", "--address", self.address],
+                              capture_output=True, text=True, env=self.env, timeout=120)
+        active = done.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
+        return sum(1 for line in active.splitlines() if " node_" in line)
+
     def find_roots(self) -> None:
         """Each node's own processes: those whose command line names its temp dir's session (raylet, log monitor;
         on the head also the GCS, dashboard and autoscaler monitor).  Workers and agents are the raylet's children."""
@@ -460,15 +467,21 @@ def fault(args: argparse.Namespace, rows: int, work: Path, c: Cluster) -> dict[s
     raylet = c.raylet(target)
     killed: dict[str, Any] = {}
     events: list[str] = []
+    first_done = threading.Event()
+    killer: list[threading.Thread] = []
 
     def kill_when_busy(stage_started: float) -> None:
+        """SIGKILL the node's raylet once a task runs there (or after --kill-wait s), never after the run ended."""
         deadline = stage_started + args.kill_wait
         busy: list[str] = []
-        while time.monotonic() < deadline:
+        while not first_done.is_set() and time.monotonic() < deadline:
             busy = c.busy_workers(target)
             if busy:
                 break
             time.sleep(0.05)
+        if first_done.is_set():
+            killed.update(skipped="the run ended before the raylet was killed")
+            return
         os.kill(raylet, signal.SIGKILL)
         killed.update(raylet_pid=raylet, after_stage_start_s=round(time.monotonic() - stage_started, 2),
                       running_on_node=busy)
@@ -483,18 +496,24 @@ def fault(args: argparse.Namespace, rows: int, work: Path, c: Cluster) -> dict[s
         events.append(str(event.get("event")))
         if event.get("event") == "stage_start" and event.get("name") == "minhash_dedup" and not killed:
             killed["pending"] = True
-            threading.Thread(target=kill_when_busy, args=(time.monotonic(),), daemon=True).start()
+            killer.append(threading.Thread(target=kill_when_busy, args=(time.monotonic(),), daemon=True))
+            killer[0].start()
 
     out = work / "faulted"
     cmd = curate_cmd(recipe, out, "ray", c.address, "--log-json")
     first = run_curate(cmd, c.env, c, out, on_line=on_line, timeout=args.fault_timeout)
+    first_done.set()
+    for thread in killer:
+        thread.join()
     killed.pop("pending", None)
     result["kill"] = killed or None
     result["first_run"] = {"exit_code": first.code, "completed": first.code == 0 and "run_done" in events,
                            "seconds": round(first.wall_s, 1), "events": events,
                            "error": None if first.code == 0 else first.error}
-    time.sleep(1.0)
-    result["nodes_left"] = sorted(n for n in c.names if n != target) if killed else c.names
+    result["uninterrupted_seconds"] = round(reference.wall_s, 1)
+    if first.code == 0:
+        result["first_run"]["identical_to_uninterrupted"] = same_output(work / "uninterrupted", out)["identical"]
+    result["active_nodes_before_rerun"] = c.active_nodes()
     rerun = run_curate(cmd, c.env, c, out, timeout=args.fault_timeout)
     result["rerun"] = {"exit_code": rerun.code, "seconds": round(rerun.wall_s, 1),
                        "error": None if rerun.code == 0 else rerun.error}
