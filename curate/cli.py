@@ -21,6 +21,7 @@ from typer.core import TyperOption
 
 from curate import __version__
 from curate.errors import CurateError, environment_error
+from curate.words import count
 
 app = typer.Typer(
     name="curate",
@@ -242,15 +243,10 @@ def validate(
         if problems:
             raise ModelError(f"{recipe}: " + "; ".join(problems))
         stages = ", ".join(s.name for s in loaded.stage_objects) or "(no stages)"
-        out.print(f"{recipe}: ok ({len(loaded.input)} input(s); stages: {stages}; {table} -> {final} table)",
+        out.print(f"{recipe}: ok ({count(len(loaded.input), 'input')}; stages: {stages}; {table} -> {final} table)",
                   highlight=False)
 
     _guard(debug, action)
-
-
-def _count(n: int, noun: str, plural: str | None = None) -> str:
-    """``1 row``, ``2 rows``, ``1,204 entries`` (``plural`` for nouns that do not just take an s)."""
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _short(value: Any) -> str:
@@ -338,10 +334,10 @@ def inspect(
             print(json.dumps({**summary, **({"rows_shown": shown} if shown is not None else {})}, default=str,
                              indent=2))
             return
-        origin = (f", adapter: {summary['adapter']}, {summary['rejected']:,} rows rejected" if "adapter" in summary
-                  else "")
-        out.print(f"[bold]{path}[/]: {summary['rows']:,} rows, table: {summary['table'] or 'not canonical'}{origin}",
-                  highlight=False)
+        origin = (f", adapter: {summary['adapter']}, {count(summary['rejected'], 'row')} rejected"
+                  if "adapter" in summary else "")
+        out.print(f"[bold]{path}[/]: {count(summary['rows'], 'row')}, table: {summary['table'] or 'not canonical'}"
+                  f"{origin}", highlight=False)
         if shown is not None:
             rows = Table(*(shown[0].keys() if shown else ["rows"]), box=None, show_lines=True)
             for row in shown:
@@ -396,7 +392,7 @@ def export(
             out.print(f"desirable {result.report['desirable']:,} / undesirable {result.report['undesirable']:,}",
                       highlight=False)
         if result.report.get("prompts_in_both_splits"):
-            out.print(f"{_count(result.report['prompts_in_both_splits'], 'prompt')} in both splits", highlight=False)
+            out.print(f"{count(result.report['prompts_in_both_splits'], 'prompt')} in both splits", highlight=False)
         out.print(f"settings and sources: {result.out_dir / 'export.json'}", highlight=False)
 
     _guard(debug, action)
@@ -417,7 +413,7 @@ def gc(
     def action() -> None:
         doomed, freed = collect_garbage(run_dir, dry_run=dry_run)
         verb = "would delete" if dry_run else "deleted"
-        out.print(f"{verb} {len(doomed)} cache entr{'y' if len(doomed) == 1 else 'ies'} ({freed / 2**20:.1f} MiB)",
+        out.print(f"{verb} {count(len(doomed), 'cache entry')} ({freed / 2**20:.1f} MiB)",
                   highlight=False)
         for path in doomed:
             out.print(f"  {path}", highlight=False)
@@ -650,8 +646,8 @@ def judge_eval(
                 "position_bias", "length_bias", "seconds", "calls")))
         Console(width=max(out.width, 160)).print(table)
         labels = result["labels"]
-        out.print(f"{result['n']} pairs from {result['file']} (labels a {labels.get('a', 0)}, b {labels.get('b', 0)}, "
-                  f"tie {labels.get('tie', 0)})", highlight=False)
+        out.print(f"{count(result['n'], 'pair')} from {result['file']} (labels a {labels.get('a', 0)}, "
+                  f"b {labels.get('b', 0)}, tie {labels.get('tie', 0)})", highlight=False)
 
     _guard(debug, action)
 
@@ -697,9 +693,10 @@ def rm_fit(
         if head not in ("linear", "mlp"):
             raise RecipeError(f"--head must be linear or mlp, got {head!r}")
         pairs, info = load_pairs(labelled, adapter, limit=limit)
-        out.print(f"read {info['rows']} rows from {labelled} ({info['adapter']} adapter, {info['table']} table); "
-                  f"{info['rejected']} rejected" + (f" (first: {info['first_rejected']})" if info["rejected"] else "")
-                  + f"; {info['pairs']} pairs", highlight=False)
+        out.print(f"read {count(info['rows'], 'row')} from {labelled} ({info['adapter']} adapter, {info['table']} "
+                  f"table); {info['rejected']} rejected"
+                  + (f" (first: {info['first_rejected']})" if info["rejected"] else "")
+                  + f"; {count(info['pairs'], 'pair')}", highlight=False)
         if encoder.lstrip().startswith("{"):
             try:
                 spec = {"backend": "sentence-transformers", **json.loads(encoder)}
@@ -707,8 +704,9 @@ def rm_fit(
                 raise RecipeError(f"--encoder: not a JSON object ({exc})") from None
         else:
             spec = {"backend": "sentence-transformers", "path": encoder}
-        desc = (f"{info['pairs']} pairs from {labelled.name} ({info['adapter']} adapter; {info['rejected']} rows "
-                f"rejected by the adapter{'; first ' + str(limit) + ' pairs' if limit else ''})")
+        desc = (f"{count(info['pairs'], 'pair')} from {labelled.name} ({info['adapter']} adapter; "
+                f"{count(info['rejected'], 'row')} rejected by the adapter"
+                f"{'; first ' + count(limit, 'pair') if limit else ''})")
         try:
             parts = check_features([p.strip() for p in features.split(",") if p.strip()])
         except ValueError as exc:

@@ -45,6 +45,7 @@ from curate.errors import InputDataError
 from curate.execution import Resources, Shape
 from curate.models import ModelRegistry
 from curate.schema import detect_table
+from curate.words import count
 
 log = logging.getLogger("curate")
 
@@ -676,7 +677,7 @@ class Pipeline:
             + "</td></tr>"
             for i, s in enumerate(self.stages, start=1)
         )
-        return (f"<div><b>Pipeline</b> of {len(self.stages)} stage(s)<table><tr><th>#</th><th>stage</th>"
+        return (f"<div><b>Pipeline</b> of {count(len(self.stages), 'stage')}<table><tr><th>#</th><th>stage</th>"
                 f"<th>kind</th><th>parameters (non-default)</th></tr>{rows}</table></div>")
 
 

@@ -51,6 +51,7 @@ from curate.progress import reporting as progress_events
 from curate.progress import usage_summary
 from curate.recipe import Recipe
 from curate.schema import detect_table
+from curate.words import count
 
 INGEST_VERSION = 2  # 2: NUL / lone-surrogate rows rejected, folders read whole, row limits
 #: Rows per Polars streaming morsel during a run.
@@ -217,7 +218,7 @@ class Runner:
             if item.skipped:  # files of a folder input that were not read: said, and kept in the manifest
                 info["skipped"] = [{"path": name, "reason": why} for name, why in item.skipped]
                 logging.getLogger("curate").warning(
-                    "%s: %d file(s) not read: %s", path, len(item.skipped),
+                    "%s: %s not read: %s", path, count(len(item.skipped), "file"),
                     "; ".join(f"{name} ({why})" for name, why in item.skipped[:10]),
                 )
             if loaded and item.table != loaded[0].table:
@@ -357,7 +358,8 @@ class Runner:
             if report.rows_out == 0:
                 raise InputDataError(
                     f"no usable rows in the input of recipe '{self.recipe.name}' "
-                    f"({report.quarantined} row(s) set aside, each with its reason, in {self.run_dir / 'quarantine'})"
+                    f"({count(report.quarantined, 'row')} set aside, each with its reason, in "
+                    f"{self.run_dir / 'quarantine'})"
                 )
             # Every stage's table contract on the read stage's schema, before any stage runs: a column a parameter
             # names that nothing makes is a recipe error naming the stage (exit 2), not a Polars error mid-run.

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import CurateError, InputDataError
+from curate.words import count, plural
 
 #: Column names recognised for the subset size and the score, in order of preference.
 SIZE_NAMES = ("size", "n", "subset_size", "rows", "n_rows", "samples", "fraction")
@@ -144,7 +145,7 @@ def fit_plateau(
     if len(np.unique(x)) < 3:
         raise InputDataError(
             f"the plateau fit needs at least 3 points at distinct sizes (it has 3 parameters), got {len(x)} "
-            f"point(s) at {len(np.unique(x))} size(s)"
+            f"{plural('point', len(x))} at {count(len(np.unique(x)), 'size')}"
         )
     if np.any(x < 0):
         raise InputDataError("subset sizes must be >= 0")

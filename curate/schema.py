@@ -24,6 +24,7 @@ import polars as pl
 import xxhash
 
 from curate.errors import InputDataError
+from curate.words import listed
 
 TableName = Literal["conversation", "candidates", "preference"]
 
@@ -120,7 +121,7 @@ def conform(lf: pl.LazyFrame, table: str) -> pl.LazyFrame:
             missing.remove(column)
             lf = lf.with_columns(pl.lit(None, dtype=pl.Float64).alias(column))
     if missing:
-        raise InputDataError(f"cannot form a {table} table: missing column(s) {missing}")
+        raise InputDataError(f"cannot form a {table} table: missing {listed('column', missing)}")
     if "source" not in names:
         lf = lf.with_columns(pl.lit(None, dtype=pl.String).alias("source"))
     if "id" not in names:

@@ -67,7 +67,8 @@ def write_starter(use: str, directory: Path, *, name: str | None = None, force: 
     existing = [p for p in targets if p.exists() and p not in unchanged]
     if existing and not force:
         raise RecipeError(
-            f"{', '.join(str(p) for p in existing)} already exist(s): pass --force to overwrite, or pick another folder"
+            f"{', '.join(str(p) for p in existing)} already {'exists' if len(existing) == 1 else 'exist'}: "
+            "pass --force to overwrite, or pick another folder"
         )
     out_dir = f"runs/{recipe_name}"
     text = Template(_template(template)).substitute(

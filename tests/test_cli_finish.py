@@ -34,7 +34,7 @@ def test_init_writes_a_recipe_that_validates(use: str, tmp_path: Path) -> None:
     assert recipe.is_file() and f"wrote {recipe}" in result.output
     checked = runner.invoke(app, ["validate", str(recipe)])
     assert checked.exit_code == 0, checked.output
-    assert "ok (1 input(s)" in checked.output
+    assert "ok (1 input;" in checked.output
     loaded = load_recipe(recipe)
     assert loaded.stage_objects  # a starter has stages, not just comments
     assert loaded.name == use.replace("-", "_")

@@ -4,6 +4,7 @@ reporting every error at once, and "did you mean" for recipe paths from any fold
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -118,3 +119,41 @@ def test_export_prints_a_table_of_what_it_wrote(sft_run: Path, tmp_path: Path) -
         assert fmt == "sft" and path == str(out / f"{split}.parquet")
         assert pl.read_parquet(path).height == int(count.replace(",", "")) > 0
     assert f"settings and sources: {out / 'export.json'}" in result.output
+
+
+# -- plurals -----------------------------------------------------------------------------------------------
+def test_counted_nouns_agree_with_their_number() -> None:
+    from curate.words import count, listed
+
+    assert [count(n, "row") for n in (0, 1, 2, 1204)] == ["0 rows", "1 row", "2 rows", "1,204 rows"]
+    assert (count(1, "cache entry"), count(3, "cache entry"), count(2, "match")) == (
+        "1 cache entry", "3 cache entries", "2 matches")
+    assert (listed("key", ["a"]), listed("key", ["a", "b"])) == ("key 'a'", "keys 'a', 'b'")
+
+
+def test_cli_output_says_1_row_and_1_input(tmp_path: Path) -> None:
+    one = tmp_path / "one.parquet"
+    pl.DataFrame({"prompt": ["Say hi."], "chosen": ["Hi!"], "rejected": ["No."]}).write_parquet(one)
+    shown = runner.invoke(app, ["inspect", str(one)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0].startswith(f"{one}: 1 row, table:"), shown.output
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\ninput: {one}\nstages: [{{filter: {{}}}}]\n")
+    checked = runner.invoke(app, ["validate", str(recipe)])
+    assert checked.exit_code == 0 and "ok (1 input;" in checked.output, checked.output
+
+
+def test_no_maybe_plural_left_in_messages() -> None:
+    """No ``row(s)``-style noun in a string of the modules the CLI prints from (the report's HTML aside)."""
+    import io
+    import tokenize
+
+    found = []
+    for path in sorted((ROOT / "curate").rglob("*.py")):
+        if "report" in path.parts or path.name == "progress.py":  # HTML; and a module in progress elsewhere
+            continue
+        for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            if token.type == tokenize.STRING and re.search(r"\b(?!type\()[a-z]+\((?:s|es)\)", token.string) \
+                    and not token.string.startswith(('"""', "'''")):
+                found.append(f"{path.relative_to(ROOT)}:{token.start[0]}: {token.string[:60]}")
+    assert not found, "\n".join(found)

@@ -100,7 +100,7 @@ def test_scores_rounding_to_one_goal_are_ties() -> None:
     lf = pairs().head(1).with_columns(pl.lit(7.51).alias("score_chosen"), pl.lit(7.49).alias("score_rejected"))
     assert lf.pipe(RewardAugment(), ctx).collect().height == 0
     assert ctx.quarantine_frame()["reason"].to_list() == [
-        "reward_augment: scores 7.51 and 7.49 give the same goal at 1 decimal(s), twins would contradict"
+        "reward_augment: scores 7.51 and 7.49 give the same goal at 1 decimal, twins would contradict"
     ]
     assert lf.pipe(RewardAugment(decimals=2)).collect()["goal_score"].to_list() == [7.51, 7.49]
 

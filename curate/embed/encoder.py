@@ -23,6 +23,7 @@ import xxhash
 
 from curate.errors import MODEL_PATH_HINTS, ModelError, RecipeError
 from curate.offline import offline_hub
+from curate.words import listed
 
 #: The spec a stage falls back to when the ``embed`` handle is not defined (notebook use).
 DEFAULT_SPEC: dict[str, Any] = {"backend": "sentence-transformers", "path": "default"}
@@ -123,7 +124,8 @@ def load_encoder(spec: dict[str, Any], base_dir: Path = Path(".")) -> Encoder:
     """Load the encoder a ``models:`` entry describes; ``ModelError`` naming the path when it cannot."""
     unknown = set(spec) - _SPEC_KEYS
     if unknown:
-        raise RecipeError(f"embedding model spec: unknown key(s) {sorted(unknown)} (known: {sorted(_SPEC_KEYS)})")
+        raise RecipeError(f"embedding model spec: unknown {listed('key', sorted(unknown))} "
+                          f"(known: {sorted(_SPEC_KEYS)})")
     backend = spec.get("backend", "sentence-transformers")
     if backend != "sentence-transformers":
         raise RecipeError(f"embedding model backend {backend!r} is not supported (use sentence-transformers)")

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from curate.errors import InputDataError, where
 from curate.io.adapters import INTERNAL, adapt, detect
 from curate.io.readers import Limits, RawInput, read_raw
+from curate.words import count
 
 if TYPE_CHECKING:
     from curate.pipeline import Context
@@ -248,8 +249,8 @@ def _set_aside(loaded: Loaded, ctx: Context | None) -> None:
         return
     if ctx is None:
         logging.getLogger("curate").warning(
-            "%s: %d row(s) set aside (pass ctx= to see them in ctx.quarantine_frame(), or use curate.io.load)",
-            loaded.path, rejected.height)
+            "%s: %s set aside (pass ctx= to see them in ctx.quarantine_frame(), or use curate.io.load)",
+            loaded.path, count(rejected.height, "row"))
         return
     where_from = (pl.lit(f"{loaded.path}/") + pl.col("_file") if "_file" in rejected.columns
                   else pl.lit(loaded.path.name))

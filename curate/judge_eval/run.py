@@ -14,6 +14,7 @@ from curate.judge_eval.judges import parse_judge, timed
 from curate.judge_eval.labelled import load_labelled
 from curate.judge_eval.metrics import summarize
 from curate.pipeline import Context
+from curate.words import count
 
 DEFAULT_JUDGES = ("length", "random")
 
@@ -37,7 +38,7 @@ def evaluate(
     labelled = load_labelled(path, adapter=adapter, label_map=label_map, seed=seed, limit=limit)
     pairs = labelled.pairs
     if notify and labelled.first_problem:
-        notify(f"{labelled.skipped} row(s) not read; first: {labelled.first_problem}")
+        notify(f"{count(labelled.skipped, 'row')} not read; first: {labelled.first_problem}")
     ctx = Context(cache_dir=cache_dir) if cache_dir is not None else Context.ephemeral()
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)

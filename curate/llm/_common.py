@@ -14,6 +14,7 @@ from typing import Any
 from curate.errors import MODEL_PATH_HINTS, ModelError
 from curate.llm.base import Conversation, Generation, Sampling
 from curate.offline import offline_hub  # noqa: F401 - re-exported for the backends
+from curate.words import plural
 
 #: End-of-turn tokens of the common chat-template families.  Generation stops at any of them that the
 #: tokenizer knows as one token, besides the model's EOS: a chat model ends its turn with these, and a
@@ -82,7 +83,8 @@ def check_options(backend: str, spec: Mapping[str, Any], allowed: Iterable[str])
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ModelError(
-            f"unknown option(s) for backend '{backend}': {', '.join(unknown)} (known: {', '.join(sorted(allowed))})"
+            f"unknown {plural('option', len(unknown))} for backend '{backend}': {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(allowed))})"
         )
 
 

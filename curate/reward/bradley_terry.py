@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from curate.words import listed
+
 HEADS = ("linear", "mlp")
 
 #: Defaults per head, chosen by five-fold accuracy on hh-rlhf harmless (benchmarks/embedding_rm.py).
@@ -225,7 +227,8 @@ def fit_bt(
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     unknown = set(hyper) - set(DEFAULTS[head])
     if unknown:
-        raise ValueError(f"unknown {head} hyperparameter(s) {sorted(unknown)} (known: {sorted(DEFAULTS[head])})")
+        raise ValueError(f"unknown {head} {listed('hyperparameter', sorted(unknown))} "
+                         f"(known: {sorted(DEFAULTS[head])})")
     if members < 1:
         raise ValueError("members must be >= 1")
     if resample not in ("bootstrap", "folds"):

@@ -51,6 +51,7 @@ from curate.embed.encoder import DEFAULT_SPEC, Encoder, _model_identity, default
 from curate.errors import InputDataError, ModelError, RecipeError
 from curate.reward.bradley_terry import BTEnsemble, cross_val_accuracy, fit_bt
 from curate.reward.model import folder_identity
+from curate.words import listed
 
 KIND = "embedding-rm"
 #: The folder shipped in the package (``path: default``).
@@ -132,7 +133,7 @@ class LazyEncoder:
     def __post_init__(self) -> None:
         unknown = set(self.spec) - ENCODER_KEYS
         if unknown:
-            raise RecipeError(f"encoder spec: unknown key(s) {sorted(unknown)} (known: {sorted(ENCODER_KEYS)})")
+            raise RecipeError(f"encoder spec: unknown {listed('key', sorted(unknown))} (known: {sorted(ENCODER_KEYS)})")
         path = _encoder_path(self.spec, self.base_dir)
         if not path.is_dir():
             raise ModelError(f"{path}: embedding model folder not found (encoder of an embedding reward model)")

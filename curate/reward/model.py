@@ -40,6 +40,7 @@ from typing import Any
 import xxhash
 
 from curate.errors import MODEL_PATH_HINTS, ModelError, RecipeError
+from curate.words import listed
 
 Message = dict[str, str]
 
@@ -71,7 +72,7 @@ def check_spec(spec: dict[str, Any]) -> None:
     known = _EMBEDDING_RM_KEYS if backend == EMBEDDING_RM else _SPEC_KEYS
     unknown = set(spec) - known
     if unknown:
-        raise RecipeError(f"reward model spec: unknown key(s) {sorted(unknown)} (known for backend {backend}: "
+        raise RecipeError(f"reward model spec: unknown {listed('key', sorted(unknown))} (known for backend {backend}: "
                           f"{sorted(known)})")
     if backend not in ("transformers", EMBEDDING_RM):
         raise RecipeError(f"reward model backend {backend!r} is not supported (use transformers or {EMBEDDING_RM})")

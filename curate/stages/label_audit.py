@@ -18,6 +18,7 @@ from curate.pipeline import Context, Stage
 from curate.reward.bradley_terry import DEFAULTS, out_of_fold
 from curate.reward.embedding_rm import DEFAULT_FEATURES, assemble, feature_texts, pair_texts
 from curate.schema import content_key, hash_expr
+from curate.words import listed
 
 FeaturePart = Literal["joint", "response", "prompt", "product"]  # curate.reward.embedding_rm.FEATURE_PARTS
 
@@ -140,7 +141,7 @@ class LabelAudit(Stage):
         if self.hyper is not None:
             unknown = set(self.hyper) - set(DEFAULTS[self.head])
             if unknown:
-                raise ValueError(f"hyper: unknown {self.head} setting(s) {sorted(unknown)} "
+                raise ValueError(f"hyper: unknown {self.head} {listed('setting', sorted(unknown))} "
                                  f"(known: {sorted(DEFAULTS[self.head])})")
         if self.min_rows < 2 * self.folds:
             raise ValueError(f"min_rows ({self.min_rows}) must be at least 2 x folds ({self.folds})")

@@ -13,6 +13,7 @@ from curate.errors import InputDataError
 from curate.execution import Shape
 from curate.pipeline import Context, Stage
 from curate.schema import MESSAGES, with_ids
+from curate.words import count
 
 DEFAULT_TEMPLATE = "Write a response that would be rated {score} on a scale of {low} to {high}."
 
@@ -143,8 +144,8 @@ class RewardAugment(Stage):
             .then(pl.lit("reward_augment: null score (no goal to condition on)"))
             .when(r_w == r_l)
             .then(pl.format("reward_augment: equal scores ({} == {}), twins would contradict", r_w, r_l))
-            .otherwise(pl.format(f"reward_augment: scores {{}} and {{}} give the same goal at {self.decimals} "
-                                 "decimal(s), twins would contradict", r_w, r_l))
+            .otherwise(pl.format(f"reward_augment: scores {{}} and {{}} give the same goal at "
+                                 f"{count(self.decimals, 'decimal')}, twins would contradict", r_w, r_l))
         )
         ctx.quarantine(lf.filter(missing | tie), reason)
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from curate.text.segment import Span
+from curate.words import count
 
 #: Names of common target languages for the prompt (any other code is used as given).
 LANGUAGE_NAMES = {
@@ -45,7 +46,7 @@ def span_counts(text: str, spans: Sequence[Span]) -> tuple[int, list[str]]:
             preserved += n
         else:
             preview = piece if len(piece) <= 40 else piece[:37] + "..."
-            problems.append(f"{kind[piece]} {preview!r} found {got} time(s), expected {n}")
+            problems.append(f"{kind[piece]} {preview!r} found {count(got, 'time')}, expected {n}")
     return preserved, problems
 
 

@@ -165,7 +165,7 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.baseline is not None and self.baseline == "random" and not self.pool:
-            raise ValueError("baseline: random draws from a pool: set pool: to the file(s) to draw from")
+            raise ValueError("baseline: random draws from a pool: set pool: to the file or files to draw from")
         if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
             raise ValueError(f"max_prompt_length ({self.max_prompt_length}) must be below max_length "
                              f"({self.max_length}), or no response token is left")

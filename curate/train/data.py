@@ -22,6 +22,7 @@ import polars as pl
 
 from curate.errors import InputDataError, where
 from curate.schema import ROLES, hash_expr
+from curate.words import count
 
 RESPONSE_COLUMNS = ("chosen", "rejected")
 COLUMNS = ("prompt", *RESPONSE_COLUMNS)
@@ -131,7 +132,7 @@ def _check_rows(frame: pl.DataFrame, file: Path, conversational: bool) -> None:
         hits = hits.collect()
         if hits.height:
             first = hits.row(0, named=True)
-            others = f" ({hits.height - 1:,} more row(s) like it)" if hits.height > 1 else ""
+            others = f" ({count(hits.height - 1, 'more row')} like it)" if hits.height > 1 else ""
             raise InputDataError(f"{where(str(file), row=first['_i'], column=column)}: {first['_why']}{others}")
 
 

@@ -34,6 +34,7 @@ from curate.train.data import Preferences, to_dataset
 from curate.train.evaluate import EVAL_PAIRS, before_metrics, describe_model, preference_metrics, write_eval_pairs
 from curate.train.refs import RefStore, attach_reference, model_key, sequence_logps
 from curate.train.winrate import WinRateEval
+from curate.words import plural
 
 Notify = Callable[[str], None]
 
@@ -294,7 +295,7 @@ def train_one(
     prepared = time.perf_counter()
     for name, dropped in trainer.dropped.items():
         if dropped:
-            say(f"  {label}: {dropped} {name} pair(s) left out: the prompt alone fills max_length "
+            say(f"  {label}: {dropped} {name} {plural('pair', dropped)} left out: the prompt alone fills max_length "
                 f"({config.max_length} tokens); set max_prompt_length to keep them with the prompt's end")
     for name, info in trainer.ref_info.items():
         say(f"  {label}: reference log-probs ({name}): {info['reused']} reused, {info['computed']} computed "
