@@ -28,8 +28,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import polars as pl
 
+    from curate.distributed.plane import Block, Plane
     from curate.pipeline import Context
 
 Shape = Literal["row", "batch", "shuffle", "driver"]
@@ -64,6 +67,10 @@ class KeyedStage(Protocol):
     #: The key column the rows are hash-partitioned on.
     shuffle_on: str
 
+    def record(self, ctx: Context, *, removed: int, groups: int, total: int) -> None:
+        """The stage's figures from the decisions' totals (summed over partitions)."""
+        ...
+
     def shuffle_keys(self, lf: pl.LazyFrame, table: str) -> pl.LazyFrame:
         """What the decision reads of each row (``id``, the key, ranking columns); ``_pos`` is added by the
         caller (the row's position in the whole input)."""
@@ -76,4 +83,19 @@ class KeyedStage(Protocol):
 
     def finish(self, lf: pl.LazyFrame, removed: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         """Quarantine the ``removed`` rows of ``lf`` with their reasons and return the rest."""
+        ...
+
+
+@runtime_checkable
+class PlaneStage(Protocol):
+    """A ``shuffle`` stage whose distributed form takes more steps than :class:`KeyedStage`'s three (MinHash:
+    signatures, band buckets, verified edges, connected components, decisions per cluster partition).  It
+    writes its blocks' parts itself through the plane's ``run`` and returns their folder."""
+
+    def has_plane_form(self) -> bool:
+        """False where the parameters leave the distributed form (the stage then runs on the driver)."""
+        ...
+
+    def run_on_plane(self, plane: Plane, blocks: list[Block], folder: Path, ctx: Context, table: str,
+                     names: list[str]) -> Path:
         ...

@@ -45,7 +45,6 @@ import io
 import logging
 import os
 import pickle
-import shutil
 import socket
 import uuid
 from collections import deque
@@ -439,8 +438,10 @@ class RayExecutor:
         """Where each part of ``stage`` runs, from its declared shape (:mod:`curate.execution`)."""
         shape = stage.execution_shape()
         if self.plane.handles(stage):
-            return ("ray: every block on a worker (row stage)" if shape == "row" else
-                    "ray: keys per block, decisions per hash partition, the rest per block (shuffle stage)")
+            if shape == "row":
+                return "ray: every block on a worker (row stage)"
+            steps = getattr(stage, "plane_steps", "keys per block, decisions per hash partition, the rest per block")
+            return f"ray: {steps} (shuffle stage)"
         if shape == "batch":
             return "ray: model/row batches on an actor pool; driver: bookkeeping (batch stage)"
         if shape == "shuffle":

@@ -34,7 +34,7 @@ import polars as pl
 import xxhash
 
 from curate import checkpoint
-from curate.execution import KeyedStage, Resources
+from curate.execution import KeyedStage, PlaneStage, Resources
 from curate.pipeline import QUARANTINE_SCHEMA, Context, Stage
 
 log = logging.getLogger("curate")
@@ -113,7 +113,7 @@ def _block_done(folder: Path, index: int) -> Path:
     return folder / f"stats-{index:05d}.json"
 
 
-def _finish_part(stage: Stage, data: pl.LazyFrame, ctx: Context, folder: Path, index: int) -> dict[str, Any]:
+def _finish_part(data: pl.LazyFrame, ctx: Context, folder: Path, index: int) -> dict[str, Any]:
     _write_part(data, ctx.take_quarantine(), folder, index)
     stats = {"notes": ctx.stats.get(ctx.stage_label, {})}
     checkpoint.write_json_atomic(stats, _block_done(folder, index))
@@ -135,7 +135,7 @@ class RowBlock:
             return json.loads(done.read_text())
         ctx = self.worker.context()
         try:
-            return _finish_part(self.stage, self.stage(block.scan(), ctx), ctx, folder, block.index)
+            return _finish_part(self.stage(block.scan(), ctx), ctx, folder, block.index)
         finally:
             ctx.close()
 
@@ -215,7 +215,7 @@ class FinishBlock:
         ctx = self.worker.context()
         try:
             data = self.stage.finish(block.scan(), removed, ctx)
-            return _finish_part(self.stage, data, ctx, folder, block.index)
+            return _finish_part(data, ctx, folder, block.index)
         finally:
             ctx.close()
 
@@ -254,7 +254,22 @@ class Plane:
 
     def handles(self, stage: Stage) -> bool:
         shape = stage.execution_shape()
-        return shape == "row" or (shape == "shuffle" and isinstance(stage, KeyedStage))
+        if shape == "row":
+            return True
+        if shape != "shuffle":
+            return False
+        if isinstance(stage, PlaneStage):
+            return stage.has_plane_form()
+        return isinstance(stage, KeyedStage)
+
+    def worker(self, ctx: Context) -> WorkerContext:
+        return WorkerContext(str(ctx.cache_dir), ctx.seed, ctx.batch_size, ctx.stage_label, ctx.models)
+
+    def partitions(self, rows: int) -> int:
+        """Hash partitions of a keyed step: one per CPU, more when a partition would pass ``PARTITION_ROWS``."""
+        return max(self.cpus, math.ceil(rows / PARTITION_ROWS))
+
+    replay = staticmethod(lambda ctx, notes: _replay(ctx, notes))
 
     def run_stage(self, stage: Stage, source: Path, stage_dir: Path, ctx: Context, table: str) -> None:
         blocks = blocks_of(source, self.rows_per_block)
@@ -262,28 +277,27 @@ class Plane:
         folder = ctx.cache_dir / "ray" / f"{ctx.stage_label}-{key}"
         folder.mkdir(parents=True, exist_ok=True)
         self.scratch.append(folder)
-        worker = WorkerContext(str(ctx.cache_dir), ctx.seed, ctx.batch_size, ctx.stage_label, ctx.models)
+        worker = self.worker(ctx)
         resources = stage.worker_resources(ctx.models)
+        names = pl.scan_parquet(source).collect_schema().names()
         ctx.note("blocks", len(blocks))
         if stage.execution_shape() == "row":
             parts = folder
-            stats = self.run(RowBlock(stage, str(parts), worker), blocks, resources)
+            for stats in self.run(RowBlock(stage, str(parts), worker), blocks, resources):
+                _replay(ctx, stats["notes"])
+        elif isinstance(stage, PlaneStage):
+            parts = stage.run_on_plane(self, blocks, folder, ctx, table, names)
         else:
             assert isinstance(stage, KeyedStage)
             total = sum(b.rows for b in blocks)
-            partitions = max(self.cpus, math.ceil(total / PARTITION_ROWS))
-            names = pl.scan_parquet(source).collect_schema().names()
+            partitions = self.partitions(total)
             self.run(KeysBlock(stage, table, str(folder), partitions), blocks, resources)
             decided = self.run(DecidePartition(stage, names, str(folder)), list(range(partitions)), resources)
             ctx.note("partitions", partitions)
-            removed, groups = sum(r for r, _ in decided), sum(g for _, g in decided)
-            record = getattr(stage, "record", None)
-            if record is not None:
-                record(ctx, removed=removed, groups=groups, total=total)
+            stage.record(ctx, removed=sum(r for r, _ in decided), groups=sum(g for _, g in decided), total=total)
             parts = folder / "parts"
-            stats = self.run(FinishBlock(stage, str(folder), worker), blocks, resources)
-        for block_stats in stats:
-            _replay(ctx, block_stats["notes"])
+            for stats in self.run(FinishBlock(stage, str(folder), worker), blocks, resources):
+                _replay(ctx, stats["notes"])
         self.run(Concat(str(parts), str(stage_dir), len(blocks)), ["data", "quarantine"], Resources())
 
     def close(self) -> None:

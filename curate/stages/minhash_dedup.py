@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import polars as pl
@@ -29,6 +29,11 @@ from curate.stages._keep import (
     scope_clusters,
     scope_losers,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from curate.distributed.plane import Block, Plane
 
 #: Default weight of false negatives in the band choice when candidates are verified: a band false positive
 #: then costs one signature comparison, not a wrong drop, so the bands lean to recall (14 x 9 at 128/0.8).
@@ -225,6 +230,21 @@ class MinHashDedup(Stage):
         )
         return drop_cluster_losers(lf, ctx, losers, winners, jaccard, "minhash, jaccard", total=total,
                                    warn_share=self.warn_share)
+
+    #: What the distributed form runs where (the log and the manifest's ``ran_on``).
+    plane_steps: ClassVar[str] = ("signatures per block, band buckets, verified edges and connected components per "
+                                  "hash partition, keep decisions per cluster partition, the rest per block")
+
+    def has_plane_form(self) -> bool:
+        """The keyed form covers ``scope: global``; the prompt scopes regroup clusters on the driver."""
+        return resolve_scope(self.scope, self.on) == "global"
+
+    def run_on_plane(self, plane: Plane, blocks: list[Block], folder: Path, ctx: Context, table: str,
+                     names: list[str]) -> Path:
+        """The distributed form (:mod:`curate.distributed.minhash_plane`): the same kept rows and quarantine."""
+        from curate.distributed.minhash_plane import run_minhash
+
+        return run_minhash(self, plane, blocks, folder, ctx, table, names)
 
     def _with_keep_columns(self, lf: pl.LazyFrame, members: pl.DataFrame) -> pl.DataFrame:
         """Add the input columns the keep rule ranks by, read for the cluster members only (by position)."""
