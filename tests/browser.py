@@ -7,10 +7,14 @@ need the same flags (no sandbox as root, no network, a throwaway profile) and th
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
+from html import unescape
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,3 +63,22 @@ def distinct_colours(png: Path) -> int:
 def dom(html_file: Path, profile: Path, size: tuple[int, int] = (1280, 4000)) -> str:
     """The page's DOM after its scripts ran, serialised (what a probe script wrote into it included)."""
     return chromium(["--dump-dom"], html_file.resolve().as_uri(), profile, size).stdout
+
+
+def probe(html_file: Path, script: str, profile: Path, size: tuple[int, int] = (1000, 3000)) -> Any:
+    """Run ``script`` (the body of a JS function returning something JSON can hold) at the end of a copy of the
+    page, after the page's own script, in a window of ``size``; return its value (``{"error": ...}`` if it threw).
+
+    Why a copy with a script appended: chromium's ``--dump-dom`` is the one headless mode that needs no driver,
+    and the value comes back through the DOM it prints."""
+    js = ("<script>(function(){var out;try{out=(function(){" + script + "})();}catch(e){out={error:String(e)};}"
+          "var pre=document.createElement('pre');pre.id='probe-out';pre.textContent=JSON.stringify(out);"
+          "document.body.appendChild(pre);})();</script>")
+    text = html_file.read_text(encoding="utf-8")
+    cut = text.rindex("</body>")
+    copy = profile.parent / f"{html_file.stem}.probe.html"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(text[:cut] + js + text[cut:], encoding="utf-8")
+    found = re.search(r'<pre id="probe-out">(.*?)</pre>', dom(copy, profile, size), re.S)
+    assert found, "the probe wrote nothing (chromium failed to load the page?)"
+    return json.loads(unescape(found.group(1)))

@@ -16,8 +16,8 @@ from curate.report import write_report
 from curate.runner import run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("funnel", "rows", "setaside", "lengths", "scores", "margins", "languages", "dedup", "audit", "embeddings", "models",
-            "manifest", "recipe")
+SECTIONS = ("funnel", "rows", "setaside", "lengths", "scores", "margins", "languages", "dedup", "audit", "embeddings",
+            "models", "manifest", "recipe")
 
 
 def _check_self_contained(html: str) -> None:

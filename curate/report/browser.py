@@ -43,12 +43,13 @@ TEXT_CHARS = 1200
 _CONTENT = {"id", "prompt", "chosen", "rejected", "messages", "responses", "source"}
 
 
-def cut(text: Any, limit: int = TEXT_CHARS) -> str:
-    """Escaped text, cut at ``limit`` characters with an ellipsis and the full length."""
+def cut(text: Any, limit: int = TEXT_CHARS, total: int | None = None) -> str:
+    """Escaped text, cut at ``limit`` characters with an ellipsis and the full length (``total``: the length to
+    state, e.g. the characters of a message list's contents without the role labels)."""
     text = "" if text is None else str(text)
     if len(text) <= limit:
         return esc(text)
-    return f'{esc(text[:limit])}<span class="cut"> … [{len(text):,} chars in all]</span>'
+    return f'{esc(text[:limit])}<span class="cut"> … [{total or len(text):,} chars in all]</span>'
 
 
 def _messages(value: Any) -> tuple[str, int]:
@@ -71,7 +72,7 @@ def _messages(value: Any) -> tuple[str, int]:
 def _text_block(title: str, value: Any, extra: str = "") -> str:
     text, chars = _messages(value)
     return (f'<div><div class="meta"><b>{esc(title)}</b> · {chars:,} chars{extra}</div>'
-            f'<div class="text">{cut(text)}</div></div>')
+            f'<div class="text">{cut(text, total=chars or None)}</div></div>')
 
 
 def _scalars(row: dict[str, Any], skip: set[str]) -> str:
