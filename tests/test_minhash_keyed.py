@@ -117,7 +117,7 @@ def test_keyed_clusters_is_the_local_partition(
     assert figures["candidate_pairs"] == by_band["candidate_pairs"] >= local["candidate_pairs"]
     assert figures["verified_pairs"] == by_band["verified_pairs"]
     assert figures["rows"] == n
-    assert figures["nodes"] == len(np.unique(mh.signature_keys(sig))) if n else figures["nodes"] == 0
+    assert figures["nodes"] == (len(np.unique(mh.signature_keys(sig))) if n else 0)
     assert figures["clusters"] == len(expected)
 
 
@@ -279,3 +279,17 @@ def test_keyed_steps_run_as_ray_tasks(tmp_path: Path) -> None:
         assert pl.read_parquet(a).equals(pl.read_parquet(b))
     frame = pl.read_parquet(jaccard[0])
     assert np.array_equal(frame["_jaccard"].to_numpy(), mh.estimate_jaccard(sig[:50], sig[::-1][:50]))
+
+
+def test_edge_components_of_a_long_shuffled_path(tmp_path: Path) -> None:
+    """A path of 300 nodes in shuffled order over 3 partitions needs several large-star/small-star rounds
+    (the contraction of the keyed run would hide them); every node ends labelled with the smallest."""
+    rng = np.random.default_rng(7)
+    order = rng.permutation(300).astype(np.int64) * 11 + 3
+    edges = tmp_path / "edges.parquet"
+    pl.DataFrame({"_a": order[:-1], "_b": order[1:]}).write_parquet(edges)
+    files, rounds = edge_components([edges], tmp_path / "s", 3, run_local)
+    labels = pl.concat([pl.read_parquet(f) for f in files])
+    assert labels.height == 300
+    assert labels["_label"].unique().to_list() == [3]
+    assert 2 < rounds < 20

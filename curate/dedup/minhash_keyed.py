@@ -407,10 +407,8 @@ class _LargeStar:
             pl.col("_u") != pl.col("_v")
         )
         per = adjacency.group_by("_u").agg(
-            _m=pl.min_horizontal(pl.col("_v").min(), pl.col("_u").first()),
-            _deg=pl.len(),
-            _smaller=(pl.col("_v") < pl.col("_u")).sum(),
-        )
+            _m=pl.col("_v").min(), _deg=pl.len(), _smaller=(pl.col("_v") < pl.col("_u")).sum()
+        ).with_columns(_m=pl.min_horizontal("_m", "_u"))
         violations = per.filter((pl.col("_smaller") > 0) & (pl.col("_deg") > 1)).height
         _write(per.select(_node="_u", _label="_m"), self.root / "labels" / str(self.k) / _NAME.format(p))
         emitted = (
