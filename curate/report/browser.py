@@ -43,6 +43,11 @@ TEXT_CHARS = 1200
 _CONTENT = {"id", "prompt", "chosen", "rejected", "messages", "responses", "source"}
 
 
+def plural(n: int, word: str) -> str:
+    """``1 char``, ``2 chars``, ``1,200 rows``."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def cut(text: Any, limit: int = TEXT_CHARS, total: int | None = None) -> str:
     """Escaped text, cut at ``limit`` characters with an ellipsis and the full length (``total``: the length to
     state, e.g. the characters of a message list's contents without the role labels)."""
@@ -71,7 +76,7 @@ def _messages(value: Any) -> tuple[str, int]:
 
 def _text_block(title: str, value: Any, extra: str = "") -> str:
     text, chars = _messages(value)
-    return (f'<div><div class="meta"><b>{esc(title)}</b> · {chars:,} chars{extra}</div>'
+    return (f'<div><div class="meta"><b>{esc(title)}</b> · {plural(chars, "char")}{extra}</div>'
             f'<div class="text">{cut(text, total=chars or None)}</div></div>')
 
 
@@ -87,7 +92,7 @@ def _scalars(row: dict[str, Any], skip: set[str]) -> str:
         (short if isinstance(value, int | float | bool) or len(shown) <= 40 else long).append(item)
     out = f'<div class="meta">{" · ".join(short)}</div>' if short else ""
     if long:
-        out += (f'<details class="meta"><summary>{len(long)} more column(s)</summary>{"<br>".join(long)}'
+        out += (f'<details class="meta"><summary>{plural(len(long), "more column")}</summary>{"<br>".join(long)}'
                 "</details>")
     return out
 
@@ -122,7 +127,7 @@ def render_row(row: dict[str, Any]) -> str:
             score = f" · score {esc(fmt(r.get('score')))}" if r.get("score") is not None else ""
             model = f" · {esc(str(r.get('model'))[-40:])}" if r.get("model") else ""
             blocks.append(_text_block(f"response {i + 1}", r.get("content"), score + model))
-        more = f'<div class="meta">… {len(responses) - 8} more responses</div>' if len(responses) > 8 else ""
+        more = f'<div class="meta">… {plural(len(responses) - 8, "more response")}</div>' if len(responses) > 8 else ""
         out += f'<div class="cols">{"".join(blocks)}</div>{more}'
     elif "messages" in row:
         out += _text_block("conversation", row.get("messages"))
@@ -175,12 +180,12 @@ def output_rows(data: pl.LazyFrame | None, seed: int) -> Section:
     picked = _sample_indices(n, FIRST, SAMPLE, seed)
     sample = _rows_at(data, picked)
     groups = [("first", f"first {len(first)} rows")]
-    body = f'<h3 class="group" data-group="first">First {len(first)} of {n:,} rows</h3>'
+    body = f'<h3 class="group" data-group="first">First {len(first)} of {plural(n, "row")}</h3>'
     body += "".join(_record("first", f'<div class="meta">row {i:,}</div>' + render_row(r))
                     for i, r in enumerate(first))
     if sample:
         groups.append(("sample", f"random sample of {len(sample)}"))
-        body += (f'<h3 class="group" data-group="sample">Random sample of {len(sample)} more rows '
+        body += (f'<h3 class="group" data-group="sample">Random sample of {plural(len(sample), "more row")} '
                  f"(seed {seed}; rows {FIRST:,} to {n - 1:,})</h3>")
         body += "".join(_record("sample", f'<div class="meta">row {i:,}</div>' + render_row(r))
                         for i, r in zip(picked, sample, strict=True))
@@ -255,8 +260,8 @@ def set_aside_rows(run_dir: Path, manifest: dict[str, Any], data: pl.LazyFrame |
     groups, body, shown = [], "", 0
     for code, where in picked.items():
         groups.append((code, f"{code} ({total[code]:,})"))
-        body += (f'<h3 class="group" data-group="{esc(code)}">{esc(code)}: {len(where)} of {total[code]:,} '
-                 "set-aside rows</h3>")
+        body += (f'<h3 class="group" data-group="{esc(code)}">{esc(code)}: {len(where)} of '
+                 f'{plural(total[code], "set-aside row")}</h3>')
         for key in where:
             r = rows.get(key)
             if r is None:
