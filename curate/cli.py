@@ -228,23 +228,19 @@ def validate(
 ) -> None:
     """Check a recipe without running it: stages and parameter types, input paths and the table each input
     gives, every stage's table contract (the columns its parameters name exist where it runs), model paths."""
-    from curate.contract import raise_problems, recipe_input, recipe_problems
-    from curate.errors import ModelError
-    from curate.recipe import load_recipe
+    from curate.validation import validate_recipe
 
     def action() -> None:
-        loaded = load_recipe(recipe, overrides)
-        table, columns, lines = recipe_input(loaded, str(recipe))
-        for line in lines:
+        # Every problem at once (curate.validation): a bad stage does not hide a missing input or model path.
+        checked = validate_recipe(recipe, overrides)
+        for line in checked.lines:
             out.print(f"  {line}", highlight=False)
-        contract, final = recipe_problems(loaded, table, columns)
-        raise_problems(contract, f"{recipe}: ")
-        problems = _model_path_problems(loaded)
-        if problems:
-            raise ModelError(f"{recipe}: " + "; ".join(problems))
+        if checked.error is not None:
+            raise checked.error
+        loaded = checked.recipe
         stages = ", ".join(s.name for s in loaded.stage_objects) or "(no stages)"
-        out.print(f"{recipe}: ok ({count(len(loaded.input), 'input')}; stages: {stages}; {table} -> {final} table)",
-                  highlight=False)
+        out.print(f"{recipe}: ok ({count(len(loaded.input), 'input')}; stages: {stages}; {checked.table} -> "
+                  f"{checked.final} table)", highlight=False)
 
     _guard(debug, action)
 
@@ -252,20 +248,6 @@ def validate(
 def _short(value: Any) -> str:
     """Four significant digits for floats, so a distribution table fits an 80-column terminal."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _model_path_problems(recipe: Any) -> list[str]:
-    """Missing local model paths of the handles the recipe's stages use (no model is loaded)."""
-    from curate.models import ModelKind, ModelRegistry
-
-    uses: dict[str, ModelKind] = {}
-    registry = ModelRegistry(specs=dict(recipe.models), base_dir=recipe.base_dir)
-    for stage in recipe.stage_objects:
-        for handle in stage.models_used():
-            backend = registry.spec(handle).get("backend")
-            uses[handle] = ("embed" if backend == "sentence-transformers"
-                            else "reward" if stage.name == "reward_score" else "llm")
-    return registry.missing_paths(uses)
 
 
 @app.command(epilog=_examples(

@@ -324,7 +324,9 @@ def parse_recipe(data: Any, *, base_dir: Path = Path("."), origin: str = "<recip
         errors = [e.lstrip(".") for e in errors]
         recipe = None
     if errors:
-        raise RecipeError(f"{origin}: " + "; ".join(errors))
+        error = RecipeError(f"{origin}: " + "; ".join(errors))
+        error.problems = errors  # type: ignore[attr-defined]  # each mistake, for curate validate's count
+        raise error
     assert recipe is not None
     recipe.stage_objects = stage_objects
     return recipe

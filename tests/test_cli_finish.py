@@ -107,7 +107,7 @@ stages:
   - embed_dedup: {{model: embed}}
 """)
     result = runner.invoke(app, ["validate", str(recipe)])
-    assert result.exit_code == ModelError.exit_code, result.output
+    assert result.exit_code == RecipeError.exit_code, result.output  # the recipe names the path: exit 2, not 5
     text = result.output.replace("\n", "")
     assert "models.gen.path" in text and "not-here not found" in text
     assert "`path: default` for the embedded SmolLM2-135M-Instruct" in text
@@ -141,7 +141,10 @@ def test_stage_and_pipeline_show_their_parameters() -> None:
     assert table.count("<tr>") == 3 and "min_response_chars=5" in table and "<i>defaults</i>" in table
 
 
-def test_pipeline_run_with_progress_matches_without(capsys: pytest.CaptureFixture[str]) -> None:
+def test_pipeline_run_with_progress_matches_without(capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # `curate run`/`train` invoked in this process without a terminal set TQDM_DISABLE for model libraries' bars
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     lf = curate.read(Path(curate.__file__).parent / "templates" / "sample_instructions.jsonl")
     assert isinstance(lf, pl.LazyFrame)
     pipeline = curate.Pipeline([STAGES["filter"](min_response_chars=60), STAGES["exact_dedup"](on="full")])

@@ -157,3 +157,53 @@ def test_no_maybe_plural_left_in_messages() -> None:
                     and not token.string.startswith(('"""', "'''")):
                 found.append(f"{path.relative_to(ROOT)}:{token.start[0]}: {token.string[:60]}")
     assert not found, "\n".join(found)
+
+
+# -- curate validate ---------------------------------------------------------------------------------------
+PAIRS = ROOT / "sample_data" / "pairs_pairwise.jsonl"
+
+
+def _validate(tmp_path: Path, body: str) -> tuple[int, str]:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\n" + body)
+    result = runner.invoke(app, ["validate", str(recipe)])
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output  # every problem, on one line
+    return result.exit_code, lines[0]
+
+
+def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
+    code, line = _validate(tmp_path, f"""input:
+  - {PAIRS}
+  - nope_one.jsonl
+  - nope_two.jsonl
+models:
+  gen: {{backend: transformers, path: models/not-here}}
+stages:
+  - exact_dedup: {{keep: "highest:no_such_column"}}
+  - judge: {{model: gen, mode: pointwise}}
+  - respond: {{model: undefined_handle}}
+""")
+    assert code == 2  # recipe mistakes among them: a bad recipe, however many input files are missing too
+    assert "5 problems:" in line
+    for fragment in ("'nope_one.jsonl' not found", "'nope_two.jsonl' not found", "no_such_column",
+                     "models.gen.path", "not-here not found", "model 'undefined_handle' is not defined"):
+        assert fragment in line, (fragment, line)
+
+
+def test_validate_reports_a_bad_parameter_and_a_missing_input_together(tmp_path: Path) -> None:
+    code, line = _validate(tmp_path, "input: [gone.jsonl]\nstages:\n  - filter: {min_prompt_chars: many}\n"
+                                     "  - exact_dedup: {onn: prompt}\n")
+    assert code == 2 and "3 problems:" in line
+    assert "min_prompt_chars" in line and "unknown key 'onn'" in line and "'gone.jsonl' not found" in line
+
+
+def test_validate_missing_inputs_only_is_exit_3_listing_each(tmp_path: Path) -> None:
+    code, line = _validate(tmp_path, "input: [a.jsonl, b.jsonl]\nstages: []\n")
+    assert code == 3 and "'a.jsonl' not found" in line and "'b.jsonl' not found" in line
+
+
+def test_validate_missing_model_path_is_a_recipe_error(tmp_path: Path) -> None:
+    code, line = _validate(tmp_path, f"input: [{PAIRS}]\nmodels:\n  gen: {{backend: transformers, path: nowhere}}\n"
+                                     "stages:\n  - judge: {model: gen}\n")
+    assert code == 2 and "models.gen.path" in line and "2 problems" not in line
