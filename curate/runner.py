@@ -42,13 +42,14 @@ from curate.checkpoint import file_digest
 from curate.contract import check_chain, raise_problems, schema_columns
 from curate.errors import CurateError, InputDataError, RecipeError, environment_error
 from curate.events import done_fields, new_run_id
+from curate.execution import Resources
 from curate.io import Loaded, load
 from curate.io.loading import reader_columns
 from curate.io.readers import check_input
 from curate.models import ModelRegistry
 from curate.pipeline import QUARANTINE_SCHEMA, Context, reason_code
 from curate.progress import reporting as progress_events
-from curate.progress import usage_summary
+from curate.progress import stage_event, usage_summary
 from curate.recipe import Recipe
 from curate.schema import detect_table
 from curate.words import count
@@ -113,6 +114,19 @@ def _empty_quarantine() -> pl.LazyFrame:
     return pl.LazyFrame(schema=QUARANTINE_SCHEMA)
 
 
+@dataclass(frozen=True)
+class _RemoteRead:
+    """The read stage as a task for a worker (``--executor ray``): what comes back is its report and paths."""
+
+    recipe: Recipe
+    run_dir: Path
+    resume: bool
+    limit: int | None
+
+    def __call__(self, _: int) -> tuple[str, Path, StageReport, str, list[dict[str, Any]]]:
+        return Runner(self.recipe, self.run_dir, resume=self.resume, limit=self.limit)._ingest()
+
+
 class Runner:
     """Executes one recipe into one run directory (held under lock for the whole run)."""
 
@@ -155,6 +169,7 @@ class Runner:
 
     # -- helpers -------------------------------------------------------------------------------------
     def _emit(self, event: str, **data: Any) -> None:
+        stage_event(event, data.get("label"))  # progress events name the stage between its batches too
         self.on_event({"event": event, **data})
 
     def _stage_dir(self, index: int, name: str, key: str) -> Path:
@@ -325,6 +340,14 @@ class Runner:
         )
         return table, stage_dir, report, key, inputs_info
 
+    def _engine(self) -> Any:
+        """The Ray executor (connected) for ``--executor ray``, else None (this process runs everything)."""
+        if self.executor != "ray":
+            return None
+        from curate.distributed import RayExecutor
+
+        return RayExecutor(self.address)
+
     # -- run -----------------------------------------------------------------------------------------
     def run(self) -> RunResult:
         # Small streaming morsels bound memory on wide rows (conversations are kilobytes each): at 1M
@@ -349,7 +372,13 @@ class Runner:
             if not self.resume and (self.run_dir / "cache").exists():
                 shutil.rmtree(self.run_dir / "cache")
             self._emit("run_start", recipe=self.recipe.name, run_dir=str(self.run_dir))
-            table, stage_dir, report, key, inputs = self._ingest()
+            engine = self._engine()
+            if engine is None:
+                table, stage_dir, report, key, inputs = self._ingest()
+            else:  # the read runs on a worker: the driver never holds the input's rows or ids
+                read = _RemoteRead(self.recipe, self.run_dir, self.resume, self.limit)
+                table, stage_dir, report, key, inputs = engine.run_tasks(read, [0], Resources())[0]
+                report.notes["ran_on"] = "ray: one task on a worker (the whole read)"
             report.cache_dir = stage_dir.name
             reports = [report]
             chain = [stage_dir]
@@ -374,13 +403,7 @@ class Runner:
                 progress=self.progress,
                 models=ModelRegistry(dict(self.recipe.models), self.recipe.base_dir, self.run_dir / "cache" / "models"),
             )
-            if self.executor == "ray":
-                from curate.distributed import RayExecutor
-
-                engine: Any = RayExecutor(self.address)
-                ctx = engine.context(**ctx_args)
-            else:
-                engine, ctx = None, Context(**ctx_args)
+            ctx = engine.context(**ctx_args) if engine is not None else Context(**ctx_args)
             ctx.trusted_ids = True  # the read stage gave every row a unique content id
             self._ctx = ctx
             for index, stage in enumerate(self.recipe.stage_objects, start=1):

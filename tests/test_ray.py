@@ -96,6 +96,7 @@ def test_dedup_recipe_local_and_ray_agree(tmp_path: Path, monkeypatch: pytest.Mo
     assert quarantine.filter(pl.col("stage") == "03-minhash_dedup").height > 0  # the test has teeth
     assert quarantine.filter(pl.col("stage") == "01-filter").height > 0
     stages = json.loads((tmp_path / "ray" / "manifest.json").read_text())["stages"]
+    assert stages[0]["notes"]["ran_on"] == "ray: one task on a worker (the whole read)"
     assert stages[1]["notes"]["ran_on"] == "ray: every block on a worker (row stage)"
     assert stages[1]["notes"]["blocks"] == 7  # 615 rows in blocks of 100 (CURATE_RAY_BLOCK_ROWS)
     exact = stages[2]["notes"]

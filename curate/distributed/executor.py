@@ -219,6 +219,21 @@ class _WorkerContext(Context):
         _RECORDED[(self.stage_label, key)] = (op, before + n)  # a note then counts: still a note, of the sum
 
 
+@dataclass(frozen=True)
+class _Metered:
+    """A batch function whose model usage (requests, cached answers, tokens: :func:`curate.progress.metered`) is
+    recorded on the worker and travels back with the batch, as a local run's ``compute_batches`` notes it."""
+
+    fn: Callable[[pl.DataFrame], pl.DataFrame]
+    label: str
+
+    def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
+        from curate.progress import metered
+
+        with metered(_WorkerContext(cache_dir=Path("."), stage_label=self.label)):
+            return self.fn(batch)
+
+
 def _worker_context(fields: dict[str, Any]) -> _WorkerContext:
     return _WorkerContext(**fields)
 
@@ -259,6 +274,7 @@ class RayContext(Context):
     ) -> Iterator[pl.DataFrame]:
         assert self.executor is not None
         resources = self.executor.resources_for(self.current_stage, self.models)
+        fn = _Metered(fn, self.stage_label)
         window: list[pl.DataFrame] = []
         rows = 0
         counted = 0
@@ -426,12 +442,18 @@ class RayExecutor:
         fn_ref = ray.put(cloudpickle.dumps(fn))
         results: list[Any] = []
         pending: deque[Any] = deque()
-        for item in items:
-            pending.append(task.remote([fn_ref], item))
-            if len(pending) >= 2 * self.cpus:
+        try:
+            for item in items:
+                pending.append(task.remote([fn_ref], item))
+                if len(pending) >= 2 * self.cpus:
+                    results.append(ray.get(pending.popleft()))
+            while pending:
                 results.append(ray.get(pending.popleft()))
-        while pending:
-            results.append(ray.get(pending.popleft()))
+        except ray.exceptions.RayTaskError as exc:  # the task's own error (a bad input row), not Ray's wrapper
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
         return results
 
     def where(self, stage: Stage) -> str:
