@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -332,15 +333,38 @@ def parse_recipe(data: Any, *, base_dir: Path = Path("."), origin: str = "<recip
     return recipe
 
 
+def _recipe_folders(path: Path) -> list[Path]:
+    """Where a mistyped recipe path may have meant, nearest first: the folder it names, the current folder,
+    ``recipes/`` there and in every folder above it (a project's subfolder), and this checkout's ``recipes/``."""
+    cwd = Path.cwd()
+    folders = [path.parent, cwd, *(up / "recipes" for up in (cwd, *cwd.parents)),
+               Path(__file__).resolve().parents[1] / "recipes"]
+    seen: dict[Path, None] = {}
+    for folder in folders:
+        full = (cwd / folder).resolve() if not folder.is_absolute() else folder.resolve()
+        if full.is_dir():
+            seen.setdefault(full)
+    return list(seen)
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user would type it from here: relative when it is below the current folder or in a folder
+    above it (``../recipes/x.yaml``), else absolute (never ``../work/main/recipes/x.yaml``)."""
+    parts = Path(os.path.relpath(path, Path.cwd())).parts
+    ups = len(parts) - len([p for p in parts if p != ".."])
+    return str(Path(*parts)) if ups == 0 or len(parts) - ups <= 2 else str(path)
+
+
 def _nearby_recipes_hint(path: Path) -> str:
-    """Suggest the nearest recipe file in the folder the user pointed at, or the starter command."""
-    folders = [path.parent if path.parent.is_dir() else Path("."), Path("recipes")]
-    found = {str(f / p.name): p.stem for f in folders if f.is_dir() for p in f.glob("*.y*ml")}
-    by_stem = {stem: full for full, stem in found.items()}
+    """Suggest the nearest recipe file by name (from any folder: see :func:`_recipe_folders`), or ``curate init``."""
+    by_stem: dict[str, Path] = {}
+    for folder in _recipe_folders(path):
+        for found in sorted(folder.glob("*.y*ml")):
+            by_stem.setdefault(found.stem, found)  # the nearest folder wins a name found twice
     near = difflib.get_close_matches(path.stem, list(by_stem), n=1, cutoff=0.5)
     if near:
-        return f"; did you mean {by_stem[near[0]]}?"
-    return "; write a starter one with: curate init magpie-dpo (or select-sft, translate, audit)"
+        return f"; did you mean {_shown(by_stem[near[0]])}?"
+    return "; `curate init` lists starter recipes, and `curate init NAME` writes one with sample data"
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

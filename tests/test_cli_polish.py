@@ -207,3 +207,20 @@ def test_validate_missing_model_path_is_a_recipe_error(tmp_path: Path) -> None:
     code, line = _validate(tmp_path, f"input: [{PAIRS}]\nmodels:\n  gen: {{backend: transformers, path: nowhere}}\n"
                                      "stages:\n  - judge: {model: gen}\n")
     assert code == 2 and "models.gen.path" in line and "2 problems" not in line
+
+
+# -- did you mean (recipe paths) ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("where", "typed", "suggested"), [
+    (".", "quickstart.yaml", "recipes/quickstart.yaml"),
+    ("tests", "quickstart.yaml", "../recipes/quickstart.yaml"),
+    ("tests", "quikstart.yml", "../recipes/quickstart.yaml"),
+    (".", "recipe/clean-sft.yaml", "recipes/clean_sft.yaml"),
+    (None, "quickstart.yaml", str(ROOT / "recipes" / "quickstart.yaml")),  # a folder outside the checkout
+])
+def test_a_mistyped_recipe_path_suggests_the_recipe_from_any_folder(
+        where: str | None, typed: str, suggested: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT / where if where is not None else tmp_path)
+    for command in ("run", "validate"):
+        result = runner.invoke(app, [command, typed])
+        assert result.exit_code == 2, result.output
+        assert f"no such recipe file; did you mean {suggested}?" in result.output.replace("\n", ""), result.output
