@@ -167,8 +167,8 @@ def run(
         result = state["runner"].run()
         if show:
             out.print(
-                f"done in {result.seconds:.2f}s: {result.rows:,} {result.table} rows -> {result.output}\n"
-                f"  set aside: {result.quarantined:,} rows in {result.run_dir / 'quarantine'}\n"
+                f"done in {result.seconds:.2f}s: {count(result.rows, f'{result.table} row')} -> {result.output}\n"
+                f"  set aside: {count(result.quarantined, 'row')} in {result.run_dir / 'quarantine'}\n"
                 f"  manifest:  {result.manifest_path}",
                 highlight=False,
             )

@@ -143,6 +143,17 @@ def test_cli_output_says_1_row_and_1_input(tmp_path: Path) -> None:
     assert checked.exit_code == 0 and "ok (1 input;" in checked.output, checked.output
 
 
+def test_run_summary_says_1_row(tmp_path: Path) -> None:
+    data = tmp_path / "two.jsonl"
+    data.write_text('{"instruction": "Name a colour.", "output": "Blue."}\n'
+                    '{"instruction": "Name a colour.", "output": "Green."}\n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\ninput: {data}\nstages: [{{exact_dedup: {{on: prompt}}}}]\n")
+    result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert ": 1 conversation row -> " in result.output and "set aside: 1 row in " in result.output, result.output
+
+
 def test_no_maybe_plural_left_in_messages() -> None:
     """No ``row(s)``-style noun in a string of the modules the CLI prints from (the report's HTML aside)."""
     import io
