@@ -127,6 +127,11 @@ class Recipe(BaseModel):
     def _one_or_many_exports(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
 
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _bare_stage_names(cls, value: Any) -> Any:
+        return _bare_stages(value)
+
     @field_validator("input", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
@@ -165,6 +170,11 @@ class Recipe(BaseModel):
         payload.pop("train", None)  # training settings do not change the data
         payload.pop("card", None)  # nor does the card's description
         return xxhash.xxh3_64_hexdigest(json.dumps(payload, sort_keys=True).encode())
+
+
+def _bare_stages(value: Any) -> Any:
+    """``- filter`` (a stage with its defaults) as ``- filter: {}``, the form every other place reads."""
+    return [{v: {}} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -264,6 +274,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     ``minhash_dedup.threshold=0.7``.
     """
     data = copy.deepcopy(data)
+    if "stages" in data:
+        data["stages"] = _bare_stages(data["stages"])
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"--set {item!r}: expected key=value")

@@ -235,3 +235,14 @@ def test_a_mistyped_recipe_path_suggests_the_recipe_from_any_folder(
         result = runner.invoke(app, [command, typed])
         assert result.exit_code == 2, result.output
         assert f"no such recipe file; did you mean {suggested}?" in result.output.replace("\n", ""), result.output
+
+
+def test_a_stage_given_by_its_bare_name_takes_its_defaults(tmp_path: Path) -> None:
+    from curate.recipe import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\ninput: {PAIRS}\nstages: [filter, exact_dedup]\n")
+    result = runner.invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 0 and "stages: filter, exact_dedup;" in result.output, result.output
+    assert load_recipe(recipe).stages == [{"filter": {}}, {"exact_dedup": {}}]
+    assert load_recipe(recipe, ["filter.min_prompt_chars=3"]).stage_objects[0].min_prompt_chars == 3
