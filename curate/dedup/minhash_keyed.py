@@ -70,6 +70,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.dedup.minhash import (
     BUCKET_WINDOW,
@@ -129,7 +131,7 @@ def _write(frame: pl.DataFrame, path: Path) -> None:
     """Write atomically (a temporary name, then a rename): a retried task replaces, never half-writes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    frame.write_parquet(tmp)
+    frame.write_parquet(tmp, compression="lz4", statistics=False)  # scratch: signatures hardly compress
     os.replace(tmp, path)
 
 
@@ -160,25 +162,47 @@ def _remove_tree(path: Path) -> None:
 
 
 def _read_signatures(path: Path) -> pl.DataFrame:
-    """``_pos`` (Int64) and ``_sig`` (Array(UInt32, num_perm)) of one signature part; a list column of
-    equal lengths is turned into an array (an empty part's array has width 0)."""
+    """``_pos`` (Int64) and ``_sig`` of one signature part, the signature as this module keeps it: the
+    ``num_perm`` uint32 of a row as one Binary value (Parquet reads a flat binary column several times faster
+    than a nested list or array one).  The part's ``_sig`` may be a list or an array column."""
     frame = pl.read_parquet(path, columns=["_pos", "_sig"])
     sig = frame["_sig"]
+    if sig.null_count():
+        raise ValueError(f"{path}: _sig has nulls")
     if isinstance(sig.dtype, pl.List):
         lengths = sig.list.len()
         width = int(lengths.max() or 0) if len(sig) else 0
-        if sig.null_count() or (len(sig) and lengths.min() != width):
-            raise ValueError(f"{path}: _sig must be non-null lists of one length (num_perm)")
+        if len(sig) and lengths.min() != width:
+            raise ValueError(f"{path}: _sig must be lists of one length (num_perm)")
         sig = sig.list.to_array(width)
-    elif sig.null_count():
-        raise ValueError(f"{path}: _sig has nulls")
-    width = sig.dtype.size  # type: ignore[attr-defined]
-    return pl.DataFrame({"_pos": frame["_pos"].cast(pl.Int64), "_sig": sig.cast(pl.Array(pl.UInt32, width))})
+    matrix = sig.to_numpy().astype(np.uint32, copy=False) if len(sig) else np.empty((0, 0), np.uint32)
+    return pl.DataFrame({"_pos": frame["_pos"].cast(pl.Int64), "_sig": _binary(matrix)})
+
+
+def _binary(matrix: np.ndarray) -> pl.Series:
+    """``uint32[n, k]`` -> a Binary series of ``4 k`` bytes per row (one copy)."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.uint32)
+    if not matrix.size:
+        return pl.Series("_sig", [b""] * len(matrix), dtype=pl.Binary)
+    width = matrix.shape[1] * 4
+    array = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(matrix), [None, pa.py_buffer(matrix)])
+    return pl.Series("_sig", pl.from_arrow(array), dtype=pl.Binary)
 
 
 def _matrix(series: pl.Series) -> np.ndarray:
-    """``uint32[n, num_perm]`` of an Array(UInt32) column."""
-    return np.ascontiguousarray(series.to_numpy()).astype(np.uint32, copy=False)
+    """``uint32[n, num_perm]`` of a Binary signature column (:func:`_binary`'s inverse)."""
+    if not len(series):
+        return np.empty((0, 0), np.uint32)
+    array = series.to_arrow()
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    array = pc.cast(array, pa.large_binary())
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+    width = int(offsets[1] - offsets[0])
+    if (np.diff(offsets) != width).any() or width % 4:
+        raise ValueError("signatures of different lengths")
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data.view(np.uint32).reshape(len(array), width // 4)
 
 
 def _jaccard(left: pl.Series, right: pl.Series) -> np.ndarray:
@@ -260,12 +284,11 @@ class _Nodes:
     def __call__(self, q: int) -> int:
         parts = self.spec.partitions
         rows = _gather(self.root / "keys", q, self.sources)
-        nodes = (
-            _gather(self.root / "firsts", q, self.sources)
-            .sort("_pos")
-            .unique("_key", keep="first", maintain_order=True)
-            .rename({"_pos": "_node"})
-        )
+        firsts = _gather(self.root / "firsts", q, self.sources)
+        key, pos = firsts["_key"].to_numpy(), firsts["_pos"].to_numpy()
+        order = np.lexsort((pos, key))  # per key, its smallest position first: the node's name
+        first = order[np.r_[True, key[order][1:] != key[order][:-1]]] if len(order) else order
+        nodes = firsts[first].rename({"_pos": "_node"})
         node_part = _partition_of(nodes["_node"], parts)
         rowmap = rows.join(nodes.select("_key", "_node"), on="_key").select("_pos", "_node")
         _scatter(rowmap, _partition_of(rowmap["_node"], parts), parts, self.root / "rowmap", q)
