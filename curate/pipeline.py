@@ -23,14 +23,13 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, overload
 
 import polars as pl
 import xxhash
 
-from curate import checkpoint, faults
+from curate.compute import LocalCompute
 from curate.contract import (
     ALL_TABLES,
     Needs,
@@ -44,78 +43,19 @@ from curate.contract import (
 from curate.errors import InputDataError
 from curate.execution import Resources, Shape
 from curate.models import ModelRegistry
+from curate.recorder import QUARANTINE_SCHEMA as QUARANTINE_SCHEMA
+from curate.recorder import REASON_CODES as REASON_CODES
+from curate.recorder import Recorder
+from curate.recorder import reason_code as reason_code
+from curate.recorder import scan_quarantine as scan_quarantine
 from curate.schema import detect_table
+from curate.shards import ShardCache, ShardJob
+from curate.shards import _fixed_batches as _fixed_batches
 from curate.words import count
 
 log = logging.getLogger("curate")
 
 StageKind = Literal["expression", "batch", "global"]
-
-#: Columns of every quarantine table: ``code`` is a stable name of the reason (``group_by("code")``), ``reason``
-#: the human text (with ids, thresholds, similarities), ``duplicate_of`` the kept row a dedup stage matched.
-QUARANTINE_SCHEMA = {"stage": pl.String, "code": pl.String, "reason": pl.String, "id": pl.String,
-                     "duplicate_of": pl.String, "row": pl.String}
-
-#: ``(pattern, code)``: the code of a reason no stage named explicitly is that of the first pattern matching the
-#: reason (after a reader's ``FILE, row N: `` and a stage's ``subsample METHOD: `` / ``reward_augment: ``
-#: prefix); failing all, the reason's words before the first ``:``/``(`` as snake_case.  Documented in the README.
-REASON_CODES: tuple[tuple[str, str], ...] = (
-    (r"^(exact duplicate|identical content to|duplicate instruction|repeats the text)", "exact_duplicate"),
-    (r"^near duplicate", "near_duplicate"),
-    (r"^too similar to", "too_similar"),
-    (r"^(over budget|not in )", "not_selected"),
-    (r"^malformed JSON", "malformed_json"),
-    (r"^nested (more than \d+ levels deep|too deep)", "too_deep"),
-    (r"^(the line|the element) holds .* more than max_line_mb|^a field of this record is longer", "line_too_long"),
-    (r"^invalid UTF-8|NUL character \(U\+0000\)|lone surrogate", "invalid_text"),
-    (r"^column '", "invalid_field"),
-    (r"^refusal", "refusal"),
-    (r"^(prompt|response) shorter than|^instruction too short", "too_short"),
-    (r"^(prompt|response) longer than|^instruction too long", "too_long"),
-    (r"(^truncated|^instruction truncated)", "truncated"),
-    (r"^empty or whitespace-only prompt|^empty instruction|^no user turn", "empty_prompt"),
-    (r"^(empty or whitespace-only response|no response|the model gave (no non-empty|an empty) response)",
-     "empty_response"),
-    (r"^does not match include pattern", "include_mismatch"),
-    (r"^matches exclude pattern", "exclude_match"),
-    (r"^contaminated", "contaminated"),
-    (r"^constraint failed", "constraint_failed"),
-    (r"^null score", "null_score"),
-    (r"^(equal scores|scores .* give the same goal)", "tied_scores"),
-)
-
-
-def reason_code(reason: pl.Expr) -> pl.Expr:
-    """The stable code of a reason text (see :data:`REASON_CODES`)."""
-    text = reason.str.replace(r"^[^:]*, row \d+: ", "").str.replace(r"^(subsample \w+|reward_augment): ", "")
-    fallback = (
-        text.str.extract(r"^([^:(]*)").str.to_lowercase().str.replace_all(r"[^a-z0-9]+", "_").str.strip_chars("_")
-        .str.slice(0, 40)
-    )
-    code: pl.Expr = pl.when(fallback.is_null() | (fallback == "")).then(pl.lit("other")).otherwise(fallback)
-    for pattern, name in reversed(REASON_CODES):
-        code = pl.when(text.str.contains(pattern)).then(pl.lit(name)).otherwise(code)
-    return code
-
-
-def scan_quarantine(path: Path) -> pl.LazyFrame:
-    """A quarantine Parquet with the columns of :data:`QUARANTINE_SCHEMA`.  Files written before ``code`` and
-    ``duplicate_of`` existed stay readable: the code is derived from the reason, and ``duplicate_of`` is the id a
-    dedup reason ends with (``... of <id>``)."""
-    lf = pl.scan_parquet(path)
-    names = lf.collect_schema().names()
-    if "code" not in names:
-        lf = lf.with_columns(reason_code(pl.col("reason")).alias("code"))
-    if "duplicate_of" not in names:
-        lf = lf.with_columns(pl.col("reason").str.extract(r" of ([0-9a-f]{32})$").alias("duplicate_of"))
-    return lf.select([pl.col(c).cast(t) for c, t in QUARANTINE_SCHEMA.items()])
-
-
-def _as_expr(value: pl.Expr | str | None) -> pl.Expr:
-    if value is None:
-        return pl.lit(None, dtype=pl.String)
-    return pl.lit(value) if isinstance(value, str) else value
-
 
 class Stage:
     """Base class of every stage.
@@ -279,29 +219,47 @@ class Stage:
         )
 
 
-@dataclass
 class Context:
-    """What a stage may use besides its input: the cache, the seed, the quarantine and progress output.
+    """What a stage may use besides its input, in three parts with one job each:
+
+    - ``cache`` (:class:`curate.shards.ShardCache`): batch and row results on disk, keyed by content;
+    - ``recorder`` (:class:`curate.recorder.Recorder`): the stage's label, notes and counts, and the rows set aside;
+    - ``compute`` (:class:`curate.compute.LocalCompute`, or the Ray executor's): where batch and shared work runs;
+
+    plus the run's seed, batch size and model registry.  Its methods are the few a stage calls (``map_batches``,
+    ``map_rows``, ``note``, ``count``, ``quarantine``, ``compute_shared``), each handing over to its part.
 
     ``Context.ephemeral()`` (what ``lf.pipe(stage)`` gets) caches in a temporary folder that lives as long
     as the context; the recipe runner passes one rooted in the run directory.
     """
 
-    cache_dir: Path
-    seed: int = 0
-    batch_size: int = 1024
-    progress: bool = False
-    quarantined: list[tuple[str, pl.LazyFrame]] = field(default_factory=list)
-    stage_label: str = "stage"
-    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
-    models: ModelRegistry = field(default_factory=ModelRegistry)
-    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
-    #: the removed rows themselves (``row`` as a struct in :meth:`quarantine_frame`), beside ``quarantined``
-    _quarantined_rows: list[tuple[str, pl.LazyFrame]] = field(default_factory=list, repr=False)
-    #: True where every frame a stage gets already has unique ids (the runner after its read stage,
-    #: ``Pipeline.run`` after its one check): ``Stage.__call__`` then skips the repeated-id check of
-    #: :func:`curate.contract.canonical`, which would read the ids once per stage.
-    trusted_ids: bool = False
+    def __init__(
+        self,
+        cache_dir: Path,
+        seed: int = 0,
+        batch_size: int = 1024,
+        progress: bool = False,
+        stage_label: str = "stage",
+        stats: dict[str, dict[str, Any]] | None = None,
+        models: ModelRegistry | None = None,
+        trusted_ids: bool = False,
+        *,
+        recorder: Recorder | None = None,
+        compute: LocalCompute | None = None,
+        _tmp: tempfile.TemporaryDirectory[str] | None = None,
+    ) -> None:
+        self.cache = ShardCache(Path(cache_dir))
+        self.recorder = recorder if recorder is not None else Recorder(stage_label=stage_label, stats=stats or {})
+        self.compute = compute if compute is not None else LocalCompute()
+        self.seed = seed
+        self.batch_size = batch_size
+        self.progress = progress
+        self.models = models if models is not None else ModelRegistry()
+        #: True where every frame a stage gets already has unique ids (the runner after its read stage,
+        #: ``Pipeline.run`` after its one check): ``Stage.__call__`` then skips the repeated-id check of
+        #: :func:`curate.contract.canonical`, which would read the ids once per stage.
+        self.trusted_ids = trusted_ids
+        self._tmp = _tmp
 
     @classmethod
     def ephemeral(cls, **kwargs: Any) -> Context:
@@ -311,6 +269,31 @@ class Context:
         # ResourceWarning "Implicitly cleaning up", seen by a notebook run with warnings as errors).
         weakref.finalize(ctx, tmp.cleanup)
         return ctx
+
+    def __repr__(self) -> str:
+        return (f"Context(cache_dir={str(self.cache_dir)!r}, seed={self.seed}, batch_size={self.batch_size}, "
+                f"stage_label={self.stage_label!r}, compute={type(self.compute).__name__})")
+
+    # -- the parts' state, where callers read it -------------------------------------------------------
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache.cache_dir
+
+    @property
+    def stage_label(self) -> str:
+        return self.recorder.stage_label
+
+    @stage_label.setter
+    def stage_label(self, label: str) -> None:
+        self.recorder.stage_label = label
+
+    @property
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return self.recorder.stats
+
+    @property
+    def quarantined(self) -> list[tuple[str, pl.LazyFrame]]:
+        return self.recorder.quarantined
 
     # -- stage bookkeeping -------------------------------------------------------------------------
     class _Scope:
@@ -327,238 +310,66 @@ class Context:
     def stage_scope(self, stage: Stage) -> Context._Scope:
         return Context._Scope(self, stage)
 
+    # -- the recorder --------------------------------------------------------------------------------
     def note(self, key: str, value: Any) -> None:
         """Record a figure of the current stage (counts, thresholds) for the manifest."""
-        self.stats.setdefault(self.stage_label, {})[key] = value
+        self.recorder.note(key, value)
 
     def count(self, key: str, n: int) -> None:
         """Add ``n`` to a counter of the current stage (a stage may call a batch helper more than once)."""
-        notes = self.stats.setdefault(self.stage_label, {})
-        notes[key] = notes.get(key, 0) + n
+        self.recorder.count(key, n)
 
-    # -- quarantine --------------------------------------------------------------------------------
     def quarantine(
         self, rejected: pl.LazyFrame, reason: pl.Expr | str, code: pl.Expr | str | None = None, *,
         duplicate_of: pl.Expr | str | None = None,
     ) -> None:
-        """Register rows a stage removes as ``stage, code, reason, id, duplicate_of, row`` (row as JSON).
-
-        ``reason`` is the human text; ``code`` a stable name of it (``exact_duplicate``, ``refusal``, ...; by
-        default derived from the reason by :func:`reason_code`), so ``group_by("code")`` counts rows per cause;
-        ``duplicate_of`` the id of the row a dedup stage kept instead."""
-        reason_expr = _as_expr(reason).cast(pl.String)
-        names = rejected.collect_schema().names()
-        data_columns = [c for c in names if not c.startswith("_")]
-        frame = rejected.select(
-            pl.lit(self.stage_label).alias("stage"),
-            (reason_code(reason_expr) if code is None else _as_expr(code).cast(pl.String)).alias("code"),
-            reason_expr.alias("reason"),
-            (pl.col("id") if "id" in names else pl.lit(None, dtype=pl.String)).alias("id"),
-            _as_expr(duplicate_of).cast(pl.String).alias("duplicate_of"),
-            pl.struct(data_columns).struct.json_encode().alias("row"),
-        )
-        self.quarantined.append((self.stage_label, frame))
-        self._quarantined_rows.append((self.stage_label, rejected.select(data_columns)))
+        """Set rows aside with their reason (:meth:`curate.recorder.Recorder.quarantine`)."""
+        self.recorder.quarantine(rejected, reason, code, duplicate_of=duplicate_of)
 
     def take_quarantine(self) -> list[pl.LazyFrame]:
-        frames = [frame for _, frame in self.quarantined]
-        self.quarantined.clear()
-        self._quarantined_rows.clear()
-        return frames
+        return self.recorder.take_quarantine()
 
     def quarantine_frame(self, stage: str | None = None, *, row: Literal["struct", "json"] = "struct") -> pl.DataFrame:
-        """Rows quarantined so far in this context (notebook use), of every stage or of one ``stage`` (its name,
-        ``filter``, or its label in a pipeline, ``02-exact_dedup``).  ``row`` is the removed row as a struct
-        where the rows removed share one schema (one stage's usually do), else as JSON (``row="json"`` always)."""
-        def wanted(label: str) -> bool:
-            return stage is None or label == stage or label.split("-", 1)[-1] == stage
+        """Rows quarantined so far in this context (:meth:`curate.recorder.Recorder.quarantine_frame`)."""
+        return self.recorder.quarantine_frame(stage, row=row)
 
-        frames = [frame for label, frame in self.quarantined if wanted(label)]
-        if not frames:
-            return pl.DataFrame(schema=QUARANTINE_SCHEMA)
-        out = pl.concat(frames).collect()
-        if row == "struct":
-            rows = [rows for label, rows in self._quarantined_rows if wanted(label)]
-            schemas = {tuple(r.collect_schema().items()) for r in rows}
-            if len(rows) == len(frames) and len(schemas) == 1:
-                structs = pl.concat(rows).select(pl.struct(pl.all()).alias("row")).collect()
-                out = out.with_columns(structs.get_column("row"))
-        return out
-
-    # -- batch stages --------------------------------------------------------------------------------
-    def _shard_dir(self, key: str) -> Path:
-        """The shard folder of ``key``, recorded in the stage's notes so ``curate gc`` knows it is in use."""
-        shard_dir = self.cache_dir / "shards" / key[:32]
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        used = self.stats.get(self.stage_label, {}).get("shard_dirs", [])
-        self.note("shard_dirs", sorted({*used, shard_dir.name}))
-        return shard_dir
+    # -- the cache and the compute -------------------------------------------------------------------
+    def _job(self) -> ShardJob:
+        return ShardJob(self.recorder, self.compute_batches, self.batch_size, self.progress)
 
     def map_batches(
-        self,
-        lf: pl.LazyFrame,
-        fn: Callable[[pl.DataFrame], pl.DataFrame],
-        key: str,
-        *,
-        batch_size: int | None = None,
-        columns: Sequence[str] | None = None,
-        desc: str | None = None,
+        self, lf: pl.LazyFrame, fn: Callable[[pl.DataFrame], pl.DataFrame], key: str, *,
+        batch_size: int | None = None, columns: Sequence[str] | None = None, desc: str | None = None,
     ) -> pl.LazyFrame:
-        """Run ``fn`` over ``lf`` in batches, caching each batch's result as a Parquet shard.
+        """``fn`` over ``lf`` in batches, each batch's result cached as a shard (:meth:`ShardCache.map_batches`:
+        per row where ``fn`` returns one row per input id, else per batch); results in input order."""
+        return self.cache.map_batches(lf, fn, key, batch_size=batch_size, columns=columns, desc=desc, job=self._job())
 
-        The cache is keyed by content.  When the input has unique ``id``s and ``fn`` returns one row per
-        input id (every model and signature stage does), results are reused per row, as in :meth:`map_rows`:
-        only the ids with no cached result for ``key`` are batched and passed to ``fn``, so a re-run on an
-        input that grew by N rows costs N rows of model work wherever they sit (the scheduled refresh of
-        docs/architecture.md).  On an empty cache the batches are the input's fixed-size batches in order.
-        A row's result must not depend on its batch (model stages seed each row from its id), so a refresh
-        gives what a fresh run gives.
-        Otherwise (no ``id``, repeated ids, or an ``fn`` that changes the row set) each batch's result is
-        a shard named by the hash of the batch's ids.  Either way a killed run recomputes only unfinished
-        shards (published by rename).  Returns the results in input order.  ``columns`` limits what ``fn``
-        receives (and what the result holds).
-        """
-        size = batch_size or self.batch_size
-        source = lf.select(columns) if columns is not None else lf
-        if "id" in source.collect_schema().names() and _ids_unique(source):
-            try:
-                return self._map_per_row(source, fn, key, size, desc, strict=False)
-            except _NotOneToOne:
-                log.info("%s: results are not one row per id; caching whole batches", self.stage_label)
-        return self._map_per_batch(source, fn, key, size, desc)
-
-    def _map_per_batch(
-        self, source: pl.LazyFrame, fn: Callable[[pl.DataFrame], pl.DataFrame], key: str, size: int,
-        desc: str | None,
+    def map_rows(
+        self, lf: pl.LazyFrame, fn: Callable[[pl.DataFrame], pl.DataFrame], key: str, *,
+        batch_size: int | None = None, columns: Sequence[str] | None = None, desc: str | None = None,
     ) -> pl.LazyFrame:
-        shard_dir = self._shard_dir(key) / "by-batch"
-        shard_dir.mkdir(exist_ok=True)
-        paths: list[Path] = []
-        pending: list[Path] = []
-        reused = 0
-
-        def needed() -> Iterator[pl.DataFrame]:
-            nonlocal reused
-            for batch in _iter_batches(source, size, progress=self.progress, desc=desc or self.stage_label):
-                ids = batch.get_column("id") if "id" in batch.columns else batch.hash_rows().cast(pl.String)
-                path = shard_dir / f"{_ids_hash(ids.to_list())}.parquet"
-                paths.append(path)
-                if path.exists():
-                    reused += 1
-                else:
-                    pending.append(path)
-                    yield batch
-
-        computed = 0
-        for result in self.compute_batches(needed(), fn):
-            checkpoint.write_parquet_atomic(result, pending.pop(0))
-            faults.shard_written()
-            computed += 1
-        self.count("batches_computed", computed)
-        self.count("batches_cached", reused)
-        if not paths:
-            return pl.LazyFrame(schema=fn(source.head(0).collect()).schema)
-        return pl.scan_parquet(paths)
-
-    def _map_per_row(
-        self, source: pl.LazyFrame, fn: Callable[[pl.DataFrame], pl.DataFrame], key: str, size: int,
-        desc: str | None, *, strict: bool,
-    ) -> pl.LazyFrame:
-        shard_dir = self._shard_dir(key)
-        existing = sorted(shard_dir.glob("*.parquet"))
-        todo = source
-        shards_used = 0
-        if existing:
-            done = pl.scan_parquet(existing, include_file_paths="_shard").select("id", "_shard")
-            todo = source.join(done.select("id"), on="id", how="anti", maintain_order="left")
-            shards_used = int(done.join(source.select("id"), on="id", how="semi").select(
-                pl.col("_shard").n_unique()).collect().item())
-        computed = batches = 0
-        batch_iter = _iter_batches(todo, size, progress=self.progress, desc=desc or self.stage_label)
-        pending: list[pl.DataFrame] = []
-        written: list[Path] = []
-        in_order = True
-
-        def remember(stream: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-            for batch in stream:
-                pending.append(batch)
-                yield batch
-
-        for result in self.compute_batches(remember(batch_iter), fn):
-            batch = pending.pop(0)
-            if "id" not in result.columns or result.height != batch.height or not (
-                result.get_column("id").sort().equals(batch.get_column("id").sort())
-            ):
-                if strict:
-                    raise RuntimeError(f"{self.stage_label}: map_rows needs one output row per input id")
-                raise _NotOneToOne
-            in_order = in_order and result.get_column("id").equals(batch.get_column("id"))
-            written.append(shard_dir / f"{_ids_hash(batch.get_column('id').to_list())}.parquet")
-            checkpoint.write_parquet_atomic(result, written[-1])
-            faults.shard_written()
-            computed += batch.height
-            batches += 1
-        total = int(source.select(pl.len()).collect().item())
-        self.count("rows_computed", computed)
-        self.count("rows_cached", total - computed)
-        self.count("batches_computed", batches)
-        self.count("batches_cached", shards_used)
-        if not existing and written and in_order:
-            return pl.scan_parquet(written)  # every row computed now, in input order: a plain (streaming) scan
-        shards = sorted(shard_dir.glob("*.parquet"))
-        if not shards:
-            return pl.LazyFrame(schema=fn(source.head(0).collect()).schema)
-        results = pl.scan_parquet(shards)
-        if results.select(pl.col("id").is_duplicated().any()).collect().item():
-            # Shards written before results were reused per row may repeat an id: the first (in shard-name
-            # order) wins, deterministically.
-            results = results.unique("id", keep="first", maintain_order=True)
-        return source.select("id").join(results, on="id", how="inner", maintain_order="left")
+        """Like :meth:`map_batches`, for work whose output has exactly one row per input ``id``
+        (:meth:`ShardCache.map_rows`): only ids without a cached result are computed."""
+        return self.cache.map_rows(lf, fn, key, batch_size=batch_size, columns=columns, desc=desc, job=self._job())
 
     def compute_batches(
         self, batches: Iterable[pl.DataFrame], fn: Callable[[pl.DataFrame], pl.DataFrame]
     ) -> Iterator[pl.DataFrame]:
-        """``fn`` of each batch, in order.  The one place work happens: the Ray executor
-        (:mod:`curate.distributed`) overrides it to run the same batches on a cluster, so shards, seeds and
-        output stay those of a local run."""
-        from curate.progress import metered
-
-        for batch in batches:
-            with metered(self):  # the model usage of fn's calls goes to the stage's notes
-                result = fn(batch)
-            yield result
+        """``fn`` of each batch, in order, where the compute runs it (this process, or Ray workers)."""
+        return self.compute.batches(batches, fn, self.recorder)
 
     def compute_shared(
         self, shared: Any, chunks: Iterable[Any], fn: Callable[[Any, Any], Any], *,
         pack: Callable[[Any], Any], unpack: Callable[[Any], Any], name: str,
     ) -> Iterator[Any]:
-        """``fn(shared, chunk)`` of each chunk, in order: work over chunks that all read one large read-only
-        value (a FAISS index, MinHash signatures).  Here: in this process.  The Ray executor puts
-        ``pack(shared)`` in the object store once and each worker process ``unpack``s it once, so the value
-        is neither shipped nor rebuilt per chunk; it counts the chunks as ``ray_<name>``."""
-        for chunk in chunks:
-            yield fn(shared, chunk)
+        """``fn(shared, chunk)`` of each chunk, in order (:meth:`curate.compute.LocalCompute.shared`)."""
+        return self.compute.shared(shared, chunks, fn, self.recorder, pack=pack, unpack=unpack, name=name)
 
-    def map_rows(
-        self,
-        lf: pl.LazyFrame,
-        fn: Callable[[pl.DataFrame], pl.DataFrame],
-        key: str,
-        *,
-        batch_size: int | None = None,
-        columns: Sequence[str] | None = None,
-        desc: str | None = None,
-    ) -> pl.LazyFrame:
-        """Like :meth:`map_batches`, cached per row: for work whose output has exactly one row per input ``id``.
-
-        Only the ids without a cached result for ``key`` are batched and passed to ``fn``, wherever they
-        sit in the input: a refreshed input that gained N rows costs N rows of work, even when the new
-        rows are in the middle.  ``fn`` must return one row per input row, with the same ``id``; anything
-        else is a bug in the stage and raises.  Returns the results in input order.
-        """
-        size = batch_size or self.batch_size
-        source = lf.select(columns) if columns is not None else lf
-        return self._map_per_row(source, fn, key, size, desc, strict=True)
+    @property
+    def parallelism(self) -> int:
+        """How many partitions a keyed step may cut its work into (CPUs of the cluster on Ray)."""
+        return int(getattr(self.compute, "parallelism", 1))
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -566,39 +377,6 @@ class Context:
             self._tmp = None
 
 
-
-class _NotOneToOne(Exception):
-    """``fn`` of :meth:`Context.map_batches` changed the row set: fall back to whole-batch shards."""
-
-
-def _ids_hash(ids: list[str]) -> str:
-    return xxhash.xxh3_128_hexdigest("\n".join(ids).encode())
-
-
-def _ids_unique(lf: pl.LazyFrame) -> bool:
-    return bool(lf.select(pl.col("id").n_unique() == pl.len()).collect().item())
-
-def _iter_batches(lf: pl.LazyFrame, size: int, *, progress: bool, desc: str) -> Iterator[pl.DataFrame]:
-    """Fixed-size, deterministic batches of ``lf`` (the same input always yields the same batches)."""
-    from curate.progress import iter_batches  # bars, progress events, requests inside a batch
-
-    yield from iter_batches(lf, size, bar=progress, desc=desc, cut=_fixed_batches)
-
-
-def _fixed_batches(lf: pl.LazyFrame, size: int) -> Iterator[pl.DataFrame]:
-    pending: list[pl.DataFrame] = []
-    pending_rows = 0
-    for chunk in lf.collect_batches(chunk_size=size, maintain_order=True):
-        pending.append(chunk)
-        pending_rows += chunk.height
-        while pending_rows >= size:
-            merged = pl.concat(pending, rechunk=False)
-            yield merged.slice(0, size)
-            rest = merged.slice(size)
-            pending = [rest] if rest.height else []
-            pending_rows = rest.height
-    if pending_rows:
-        yield pl.concat(pending)
 
 
 class Pipeline:

@@ -35,7 +35,7 @@ What runs where, and why the output is identical to the local executor:
     partition as a Ray task; the driver concatenates the kept ids and losers and quarantines as locally.
 
 Counts a batch or chunk function records through its context (``ctx.count`` inside respond's model call)
-are recorded by the worker's copy of the context (:class:`_WorkerContext`), travel back beside each result
+are recorded by the worker's copy of the context (:class:`_WorkerRecorder`), travel back beside each result
 and are added to the driver's stats in order, so the manifest's notes match a local run's.
 """
 
@@ -55,11 +55,13 @@ from typing import Any
 
 import polars as pl
 
+from curate.compute import LocalCompute
 from curate.distributed.models import ProxyRegistry
 from curate.distributed.plane import BLOCK_ROWS, Plane
 from curate.errors import ExecutorUnavailableError
 from curate.execution import Resources
 from curate.pipeline import Context, Stage
+from curate.recorder import Recorder
 
 log = logging.getLogger("curate")
 
@@ -203,11 +205,11 @@ def _run_shared(token: str, shared_ref: list[Any], fn_ref: list[Any], chunk: Any
 _RECORDED: dict[tuple[str, str], tuple[str, Any]] = {}
 
 
-class _WorkerContext(Context):
-    """What a :class:`RayContext` captured by a batch function (``ctx.count(...)`` inside ``fn``) becomes on a
-    worker: a plain context whose counts and notes are also recorded in :data:`_RECORDED`, so they travel
-    back beside the result and the driver adds them to its stats (:meth:`RayContext.replay`), in batch
-    order, exactly as the local run's ``fn`` would have added them."""
+class _WorkerRecorder(Recorder):
+    """The recorder of a context that a batch function carried to a worker (``ctx.count(...)`` inside ``fn``):
+    its counts and notes are also kept in :data:`_RECORDED`, so they travel back beside the result and the
+    driver adds them to its stats (:meth:`RayCompute.replay`), in batch order, exactly as the local run's ``fn``
+    would have added them."""
 
     def note(self, key: str, value: Any) -> None:
         super().note(key, value)
@@ -230,12 +232,12 @@ class _Metered:
     def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
         from curate.progress import metered
 
-        with metered(_WorkerContext(cache_dir=Path("."), stage_label=self.label)):
+        with metered(_WorkerRecorder(stage_label=self.label)):
             return self.fn(batch)
 
 
-def _worker_context(fields: dict[str, Any]) -> _WorkerContext:
-    return _WorkerContext(**fields)
+def _worker_context(fields: dict[str, Any]) -> Context:
+    return Context(**fields, recorder=_WorkerRecorder(stage_label=fields.pop("stage_label")))
 
 
 @dataclass
@@ -245,36 +247,32 @@ class _Resources:
     model: bool = False
 
 
-class RayContext(Context):
-    """A :class:`Context` whose batch work runs on Ray (everything else, cache included, is the local one)."""
+class RayCompute(LocalCompute):
+    """Batch and shared work on Ray: the same calls, results and order as :class:`curate.compute.LocalCompute`."""
 
-    executor: RayExecutor | None = None
-    current_stage: Stage | None = None
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """A function shipped to Ray that closes over the context gets a :class:`_WorkerContext` there: the
-        stage label, seed, batch size and model specs, none of the driver's executor, quarantine or stats."""
-        models = ProxyRegistry(self.models.specs, self.models.base_dir, self.models.cache_dir)
-        return (_worker_context, ({"cache_dir": self.cache_dir, "seed": self.seed, "batch_size": self.batch_size,
-                                   "stage_label": self.stage_label, "models": models},))
+    def __init__(self, executor: RayExecutor, models: Any) -> None:
+        self.executor = executor
+        self.models = models
+        #: The stage whose work this is (its models decide the actors' resources); set by the executor.
+        self.current_stage: Stage | None = None
 
     @property
-    def parallelism(self) -> int:
-        """CPUs of the cluster: how many partitions a global stage's distributed form cuts its work into."""
-        return self.executor.cpus if self.executor is not None else 1
+    def parallelism(self) -> int:  # type: ignore[override]
+        """CPUs of the cluster: how many partitions a keyed step cuts its work into."""
+        return self.executor.cpus
 
-    def replay(self, recorded: list[tuple[tuple[str, str], tuple[str, Any]]]) -> None:
+    @staticmethod
+    def replay(recorder: Recorder, recorded: list[tuple[tuple[str, str], tuple[str, Any]]]) -> None:
         """Apply the counts and notes a worker recorded while it ran one batch or chunk."""
         for (label, key), (op, value) in recorded:
-            notes = self.stats.setdefault(label, {})
+            notes = recorder.stats.setdefault(label, {})
             notes[key] = notes.get(key, 0) + value if op == "count" else value
 
-    def compute_batches(
-        self, batches: Iterable[pl.DataFrame], fn: Callable[[pl.DataFrame], pl.DataFrame]
+    def batches(
+        self, batches: Iterable[pl.DataFrame], fn: Callable[[pl.DataFrame], pl.DataFrame], recorder: Recorder
     ) -> Iterator[pl.DataFrame]:
-        assert self.executor is not None
         resources = self.executor.resources_for(self.current_stage, self.models)
-        fn = _Metered(fn, self.stage_label)
+        fn = _Metered(fn, recorder.stage_label)
         window: list[pl.DataFrame] = []
         rows = 0
         counted = 0
@@ -283,27 +281,40 @@ class RayContext(Context):
             window.append(batch)
             rows += batch.height
             if rows >= WINDOW_ROWS:
-                yield from self._replayed(self.executor.map_frames(window, fn, resources))
+                yield from self._replayed(recorder, self.executor.map_frames(window, fn, resources))
                 window, rows = [], 0
         if window:
-            yield from self._replayed(self.executor.map_frames(window, fn, resources))
-        self.count("ray_batches", counted)
+            yield from self._replayed(recorder, self.executor.map_frames(window, fn, resources))
+        recorder.count("ray_batches", counted)
 
-    def _replayed(self, results: Iterator[tuple[Any, list[Any]]]) -> Iterator[Any]:
+    def _replayed(self, recorder: Recorder, results: Iterator[tuple[Any, list[Any]]]) -> Iterator[Any]:
         for result, recorded in results:
-            self.replay(recorded)
+            self.replay(recorder, recorded)
             yield result
 
-    def compute_shared(
-        self, shared: Any, chunks: Iterable[Any], fn: Callable[[Any, Any], Any], *,
+    def shared(
+        self, shared: Any, chunks: Iterable[Any], fn: Callable[[Any, Any], Any], recorder: Recorder, *,
         pack: Callable[[Any], Any], unpack: Callable[[Any], Any], name: str,
     ) -> Iterator[Any]:
-        assert self.executor is not None
         counted = 0
-        for result in self._replayed(self.executor.map_shared(shared, chunks, fn, pack=pack, unpack=unpack)):
+        for result in self._replayed(recorder, self.executor.map_shared(shared, chunks, fn, pack=pack, unpack=unpack)):
             counted += 1
             yield result
-        self.count(f"ray_{name}", counted)
+        recorder.count(f"ray_{name}", counted)
+
+
+class RayContext(Context):
+    """A :class:`Context` whose compute is a :class:`RayCompute` (its cache and recorder are the local ones)."""
+
+    compute: RayCompute
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A function shipped to Ray that closes over the context gets a plain context there, with a
+        :class:`_WorkerRecorder`: the stage label, seed, batch size and model specs, none of the driver's
+        executor, quarantine or stats."""
+        models = ProxyRegistry(self.models.specs, self.models.base_dir, self.models.cache_dir)
+        return (_worker_context, ({"cache_dir": self.cache_dir, "seed": self.seed, "batch_size": self.batch_size,
+                                   "stage_label": self.stage_label, "models": models},))
 
 
 class RayExecutor:
@@ -351,9 +362,7 @@ class RayExecutor:
     def context(self, **kwargs: Any) -> RayContext:
         models = kwargs.pop("models")
         proxies = ProxyRegistry(models.specs, models.base_dir, models.cache_dir)
-        ctx = RayContext(models=proxies, **kwargs)
-        ctx.executor = self
-        return ctx
+        return RayContext(models=proxies, compute=RayCompute(self, proxies), **kwargs)
 
     def resources_for(self, stage: Stage | None, models: Any) -> _Resources:
         handles = stage.models_used() if stage is not None else []
@@ -372,7 +381,7 @@ class RayExecutor:
         self, frames: list[pl.DataFrame], fn: Callable[[pl.DataFrame], pl.DataFrame], resources: _Resources
     ) -> Iterator[tuple[pl.DataFrame, list[Any]]]:
         """``fn`` of each frame on an actor pool, results in order (one frame per Arrow block), each with the
-        counts and notes ``fn`` recorded through its context (for :meth:`RayContext.replay`)."""
+        counts and notes ``fn`` recorded through its context (for :meth:`RayCompute.replay`)."""
         import cloudpickle
         import pyarrow as pa
         import ray
@@ -407,7 +416,7 @@ class RayExecutor:
         pack: Callable[[Any], Any], unpack: Callable[[Any], Any],
     ) -> Iterator[tuple[Any, list[Any]]]:
         """``fn(shared, chunk)`` of each chunk as Ray tasks (1 CPU each), results in chunk order (each with the
-        counts and notes ``fn`` recorded, for :meth:`RayContext.replay`).
+        counts and notes ``fn`` recorded, for :meth:`RayCompute.replay`).
 
         ``pack(shared)`` goes into the object store once (numpy arrays there are read without a copy) and
         each worker process unpacks it once; at most two tasks per CPU are in flight, so the driver does not
@@ -483,13 +492,13 @@ class RayExecutor:
 
     def apply(self, stage: Stage, source: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         """A stage the plane does not take, on the driver: its batch and shared work go to the cluster through
-        the context (:meth:`RayContext.compute_batches`, :meth:`RayContext.compute_shared`)."""
-        assert isinstance(ctx, RayContext)
-        ctx.current_stage = stage
+        the context (:class:`RayCompute`)."""
+        assert isinstance(ctx.compute, RayCompute)
+        ctx.compute.current_stage = stage
         try:
             return stage(source, ctx)
         finally:
-            ctx.current_stage = None
+            ctx.compute.current_stage = None
 
     def close(self) -> None:
         """Remove the per-stage scratch files (the runner has written the stage outputs by now)."""
