@@ -216,6 +216,8 @@ class _Task:
     call_label: str = ""
     call_done: int = 0
     call_total: int = 0
+    #: requests of the backend's micro-batch in flight that have finished (rows that ended; not yet counted)
+    call_partial: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -234,7 +236,7 @@ class _Task:
             "requests_done": self.requests_done,
         }
         if self.call_total:
-            out.update(batch_requests_done=self.call_done, batch_requests_total=self.call_total)
+            out.update(batch_requests_done=self.call_done + self.call_partial, batch_requests_total=self.call_total)
         if self.tokens_in or self.tokens_out:
             out.update(tokens_in=self.tokens_in, tokens_out=self.tokens_out)
         out["seconds"] = round(time.monotonic() - self.started, 3)
@@ -242,6 +244,29 @@ class _Task:
 
 
 _tasks: list[_Task] = []
+#: The stage the runner is in (:func:`stage_event`) and since when: what a progress event names between batches.
+_stage: tuple[str, float] | None = None
+
+
+def stage_event(event: str, label: str | None) -> None:
+    """The runner's events, as far as progress needs them: which stage runs now (``00-read`` from ``run_start``)."""
+    global _stage
+    if event in ("run_start", "stage_start"):
+        _stage = ("00-read" if event == "run_start" else str(label), time.monotonic())
+    elif event == "stage_done":
+        _stage = (f"after {label}", time.monotonic())  # the next stage's start, or the publish
+    elif event in ("run_done", "run_failed"):
+        _stage = None
+
+
+def _idle_event() -> dict[str, Any] | None:
+    """Between a stage's batches (loading its model, a global step, writing its output): stage, label, seconds."""
+    current = _stage
+    if current is None:
+        return None
+    label, since = current
+    return {"event": "progress", "stage": label, "label": re.sub(r"^\d+-", "", label),
+            "seconds": round(time.monotonic() - since, 3)}
 
 
 def _top() -> _Task | None:
@@ -262,9 +287,12 @@ class _Reporter:
         while not self._stop.wait(self.interval):
             task = _top()
             if task is None:
-                continue
-            with _lock:
-                event = task.event()
+                event = _idle_event()
+                if event is None:
+                    continue
+            else:
+                with _lock:
+                    event = task.event()
             try:
                 self.emit(event)
             except Exception as exc:  # a broken listener must not kill the run; say it once and stop
@@ -297,7 +325,7 @@ def reporting(emit: Callable[[dict[str, Any]], None] | None, interval: float | N
     """While inside: ``progress`` events go to ``emit`` every ``interval`` seconds (default
     :func:`interval_seconds`) while a stage computes batches.  The runner wraps each run in this; a library
     caller with its own loop can too.  Leaving it drops any batch bookkeeping a failed stage left behind."""
-    global _reporter
+    global _reporter, _stage
     if emit is None:
         yield
         return
@@ -309,6 +337,7 @@ def reporting(emit: Callable[[dict[str, Any]], None] | None, interval: float | N
         reporter.close()
         _reporter = previous
         if previous is None:
+            _stage = None
             with _lock:
                 _tasks.clear()
 
@@ -358,7 +387,7 @@ def _bar(task: _Task, show: bool, desc: str) -> Iterator[None]:
                TimeRemainingColumn())
     with Progress(*columns, transient=True) as bar:
         task.bar = bar
-        task.bar_rows = bar.add_task(desc, total=task.rows_total, unit="rows")
+        task.bar_rows = bar.add_task(_no_paths(desc), total=task.rows_total, unit="rows")
         try:
             yield
         finally:
@@ -389,11 +418,28 @@ class ModelCall:
             if task is not None:
                 task.requests_done += requests
                 task.call_done += requests
+                task.call_partial = 0
                 if not cached:
                     task.tokens_in += tokens_in
                     task.tokens_out += tokens_out
         if task is not None and task.bar is not None and task.bar_call is not None:
             task.bar.update(task.bar_call, completed=task.call_done)
+
+    @property
+    def watched(self) -> bool:
+        """Whether anyone shows this call's progress (a bar or progress events): a backend skips the per-step
+        bookkeeping of :meth:`ended` otherwise."""
+        return self.task is not None and (self.task.bar is not None or _reporter is not None)
+
+    def ended(self, requests: int) -> None:
+        """Inside a micro-batch still generating: ``requests`` of it have ended (shown, not yet counted)."""
+        task = self.task
+        if task is None:
+            return
+        with _lock:
+            task.call_partial = requests
+        if task.bar is not None and task.bar_call is not None:
+            task.bar.update(task.bar_call, completed=task.call_done + requests)
 
 
 @contextmanager
@@ -403,7 +449,7 @@ def model_call(model: Any, total: int) -> Iterator[ModelCall]:
     task = call.task
     if task is not None:
         with _lock:
-            task.call_label, task.call_done, task.call_total = call.label, 0, total
+            task.call_label, task.call_done, task.call_total, task.call_partial = call.label, 0, total, 0
         if task.bar is not None:
             if task.bar_call is None:
                 task.bar_call = task.bar.add_task(task.label(), total=total, unit="requests")

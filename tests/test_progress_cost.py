@@ -132,7 +132,7 @@ def test_progress_inside_a_batch_with_a_short_label(tmp_path: Path, server: Open
     events: list[dict] = []
     with progress.reporting(events.append, interval=0.1):
         run_recipe(path, tmp_path / "run")
-    seen = [e for e in events if e["event"] == "progress"]
+    seen = [e for e in events if e["event"] == "progress" and "rows_total" in e]  # (not between batches)
     assert seen, "no progress event during a batch of 8 slow requests"
     assert {e["label"] for e in seen} <= {"respond: gen (tiny)", "respond"}
     inside = [e for e in seen if e["rows_done"] == 0 and e.get("batch_requests_done", 0) > 0]
@@ -175,8 +175,10 @@ def test_log_json_lines_from_a_real_run(tmp_path: Path, server: OpenAICompatServ
     warning = next(e for e in events if e["event"] == "log")
     assert warning["level"] == "warning" and "HTTP 500" in warning["message"]
     for event in events:
-        if event["event"] == "progress":
+        if event["event"] == "progress" and "rows_total" in event:  # in batches (else: loading, writing)
             assert event["label"] in ("respond: gen (tiny)", "respond") and event["rows_total"] == 8
+        elif event["event"] == "progress":
+            assert set(event) == {"ts", "run_id", "level", "event", "stage", "label", "seconds"}
     done = events[-1]
     m = manifest(run)
     assert done["run_id"] == m["run_id"] == events[0]["run_id"]
@@ -227,3 +229,24 @@ def test_log_json_sigterm_is_a_run_failed_line_with_exit_143(tmp_path: Path) -> 
     assert last["event"] == "run_failed" and last["exit_code"] == 143 and last["stage"] == "00-read"
     assert "SIGTERM" in last["error"]
     assert not list(run.glob(".staging-*")) and not list(run.rglob("*.tmp-*"))
+
+
+def test_transformers_rows_that_end_inside_a_micro_batch_show_before_it_returns(tmp_path: Path,
+                                                                                 tiny_llm_path: Path) -> None:
+    """The transformers backend generates a micro-batch in one call; rows that hit EOS are shown as done while
+    the call still runs (its other rows are generating), and counted once it returns."""
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps({"instruction": p, "output": "x"}) + "\n"
+                                                 for p in PROMPTS))
+    (tmp_path / "r.yaml").write_text(
+        "name: hf\ninput: {path: data.jsonl, adapter: alpaca}\n"
+        f"models:\n  gen: {{backend: transformers, path: '{tiny_llm_path}', device: cpu, batch_size: 8}}\n"
+        "stages:\n  - respond: {n: 1, max_tokens: 48, batch_size: 8, seed: 1}\n")
+    events: list[dict] = []
+    with progress.reporting(events.append, interval=0.02):
+        run_recipe(tmp_path / "r.yaml", tmp_path / "run")
+    inside = [e for e in events if e.get("requests_done") == 0 and e.get("batch_requests_done", 0) > 0]
+    assert inside, [e for e in events if "rows_total" in e][-3:]
+    assert all(e["label"] == f"respond: gen ({tiny_llm_path.name})" for e in inside)
+    assert all(0 < e["batch_requests_done"] <= 8 == e["batch_requests_total"] for e in inside)
+    notes = manifest(tmp_path / "run")["stages"][1]["notes"]
+    assert notes["model_requests"] == 8 and notes["tokens_out"] == notes["tokens"] and "cost" not in notes

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,8 @@ class TransformersLLM(TokenizerChat):
         with model_call(self, len(ids)) as call:  # progress inside a stage's batch, and token counts
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                gens = self._generate_batch([ids[i] for i in chunk], sampling, [seeds[i] for i in chunk])
+                gens = self._generate_batch([ids[i] for i in chunk], sampling, [seeds[i] for i in chunk],
+                                            ended=call.ended if call.watched else None)
                 for i, row in zip(chunk, gens, strict=True):
                     out[i] = row
                 call.done(len(chunk), tokens_in=sum(len(ids[i]) for i in chunk),
@@ -173,7 +174,8 @@ class TransformersLLM(TokenizerChat):
         return text
 
     def _generate_batch(self, batch: list[list[int]], sampling: Sampling, seeds: list[int | None],
-                        ) -> list[list[Generation]]:
+                        ended: Callable[[int], None] | None = None) -> list[list[Generation]]:
+        """One padded ``generate`` call; ``ended(k)`` after each step with the rows that have ended so far."""
         torch = self._torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
@@ -210,6 +212,8 @@ class TransformersLLM(TokenizerChat):
         stopper = _StopStrings(tok, stop, width) if stop else None
         if stopper is not None:
             criteria.append(stopper)
+        if ended is not None:
+            criteria.append(_RowsEnded(self.eos_ids, n_model, ended))
         with torch.inference_mode():
             seqs = self.model.generate(
                 input_ids=input_ids,
@@ -342,6 +346,24 @@ class _TopKCapture:
                     d[t] = float(v)
             out.append(d)
         return out
+
+
+class _RowsEnded:
+    """A stopping criterion that never stops: after each step it reports how many rows have ended (EOS), so a
+    long micro-batch shows progress before it returns (curate.progress).  Added only while someone watches."""
+
+    def __init__(self, eos_ids: list[int], per_row: int, report: Callable[[int], None]) -> None:
+        self.eos, self.per_row, self.report = eos_ids, per_row, report
+        self.finished: Any = None
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        last = input_ids[:, -1]
+        ended = torch.isin(last, torch.tensor(self.eos, device=last.device))
+        self.finished = ended if self.finished is None else (self.finished | ended)
+        self.report(int(self.finished.sum()) // self.per_row)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 class _StopStrings:
