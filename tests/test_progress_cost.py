@@ -85,6 +85,7 @@ def test_short_model_labels_never_show_a_path(tiny_llm_path: Path) -> None:
     assert progress.short_model_name({"path": "/m/model.Q4_K_M.gguf"}) == "model.Q4_K_M"
 
 
+@pytest.mark.slow
 def test_api_cost_per_stage_and_in_total(tmp_path: Path, server: OpenAICompatServer, local) -> None:
     shared = tmp_path / "request-cache"
     path = write_recipe(tmp_path, server.base_url, cache_dir=shared)
@@ -124,6 +125,7 @@ def test_api_cost_per_stage_and_in_total(tmp_path: Path, server: OpenAICompatSer
     assert usage_a2["model_requests"] == 0
 
 
+@pytest.mark.slow
 def test_progress_inside_a_batch_with_a_short_label(tmp_path: Path, server: OpenAICompatServer) -> None:
     """One batch of 8 requests, one at a time, each held 0.2 s by the server: the progress events show requests
     done while no row of the batch is done yet, labelled with the stage, the handle and the model's name."""
@@ -250,3 +252,20 @@ def test_transformers_rows_that_end_inside_a_micro_batch_show_before_it_returns(
     assert all(0 < e["batch_requests_done"] <= 8 == e["batch_requests_total"] for e in inside)
     notes = manifest(tmp_path / "run")["stages"][1]["notes"]
     assert notes["model_requests"] == 8 and notes["tokens_out"] == notes["tokens"] and "cost" not in notes
+
+
+def test_log_json_run_done_of_a_refresh_names_the_previous_run(tmp_path: Path) -> None:
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps({"instruction": p, "output": "x"}) + "\n"
+                                                 for p in PROMPTS[:5]))
+    (tmp_path / "r.yaml").write_text("name: r\nrefresh: true\ninput: {path: data.jsonl, adapter: alpaca}\n"
+                                     "stages:\n  - exact_dedup: {}\n")
+    args = ["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--log-json"]
+    first = json_lines(CliRunner().invoke(app, args, catch_exceptions=False).stdout)[-1]
+    with (tmp_path / "data.jsonl").open("a") as f:
+        f.write(json.dumps({"instruction": PROMPTS[5], "output": "x"}) + "\n")
+    second = json_lines(CliRunner().invoke(app, args, catch_exceptions=False).stdout)[-1]
+    assert first["event"] == second["event"] == "run_done" and first["run_id"] != second["run_id"]
+    assert first["refresh"] == {"previous": None}
+    previous = second["refresh"]["previous"]
+    assert previous["rows"] == first["rows"] == 5 and second["rows"] == 6
+    assert "model_usage" not in second and second["model_rows"] == {"computed": 0, "reused": 0}
