@@ -470,7 +470,9 @@ def _stage_bar(total: int) -> Any:
         from tqdm.std import tqdm
     else:
         from tqdm.auto import tqdm
-    return tqdm(total=total, unit="stage", leave=True)
+    # disable=False: asked for by progress=True, so shown even when TQDM_DISABLE was set before tqdm was imported
+    # (tqdm reads it once, at import: a CLI run earlier in the same process sets it for model libraries' bars).
+    return tqdm(total=total, unit="stage", leave=True, disable=False)
 
 
 def remove_tree(path: Path) -> None:

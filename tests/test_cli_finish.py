@@ -143,8 +143,9 @@ def test_stage_and_pipeline_show_their_parameters() -> None:
 
 def test_pipeline_run_with_progress_matches_without(capsys: pytest.CaptureFixture[str],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    # `curate run`/`train` invoked in this process without a terminal set TQDM_DISABLE for model libraries' bars
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    # `curate run` invoked earlier in this process without a terminal set TQDM_DISABLE (for model libraries'
+    # bars); progress=True shows its bar all the same
+    monkeypatch.setenv("TQDM_DISABLE", "1")
     lf = curate.read(Path(curate.__file__).parent / "templates" / "sample_instructions.jsonl")
     assert isinstance(lf, pl.LazyFrame)
     pipeline = curate.Pipeline([STAGES["filter"](min_response_chars=60), STAGES["exact_dedup"](on="full")])
