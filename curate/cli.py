@@ -479,7 +479,8 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Write a starter recipe for a use, with sample rows beside it so it validates and runs at once."""
+    """Write a starter recipe for a use, with sample rows beside it so it validates and runs at once; without a
+    use, list the starters."""
     from curate.starter import starter_lines, write_starter
 
     def action() -> None:
