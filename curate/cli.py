@@ -149,6 +149,8 @@ def run(
                 highlight=False,
             )
 
+    on_event.progress_events = log_json  # type: ignore[attr-defined]  # curate.progress: no timer without a reader
+
     def action() -> None:
         loaded = load_recipe(recipe, overrides)
         run_dir = out_dir if out_dir is not None else default_run_dir(loaded)

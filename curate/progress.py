@@ -324,10 +324,11 @@ def interval_seconds() -> float:
 def reporting(emit: Callable[[dict[str, Any]], None] | None, interval: float | None = None) -> Iterator[None]:
     """While inside: ``progress`` events go to ``emit`` every ``interval`` seconds (default
     :func:`interval_seconds`) while a stage computes batches.  The runner wraps each run in this; a library
-    caller with its own loop can too.  Leaving it drops any batch bookkeeping a failed stage left behind."""
+    caller with its own loop can too.  Leaving it drops any batch bookkeeping a failed stage left behind.
+    A listener that ignores progress (``curate run`` without ``--log-json``) carries ``progress_events = False``."""
     global _reporter, _stage
-    if emit is None:
-        yield
+    if emit is None or getattr(emit, "progress_events", True) is False:
+        yield  # nobody listens: no timer thread, no row counts
         return
     reporter = _Reporter(emit, interval if interval is not None else interval_seconds())
     previous, _reporter = _reporter, reporter
