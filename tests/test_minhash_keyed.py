@@ -293,3 +293,35 @@ def test_edge_components_of_a_long_shuffled_path(tmp_path: Path) -> None:
     assert labels.height == 300
     assert labels["_label"].unique().to_list() == [3]
     assert 2 < rounds < 20
+
+
+def test_keyed_clusters_rerun_after_a_crash_ignores_its_files(tmp_path: Path) -> None:
+    """A run killed part-way (here after 40 tasks, 6 partitions) leaves files behind; the same call again in
+    the same scratch, with fewer partitions (a cluster that lost a node), gives a fresh run's result."""
+    sig = signatures(9, 150, 16, 4, 0.6)
+    pos = np.arange(150, dtype=np.int64) * 5
+    parts = write_parts(sig, pos, [30, 60, 120], tmp_path, as_list=False)
+    done = []
+
+    def crashing(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        out = []
+        for item in items:
+            if len(done) == 40:
+                raise RuntimeError("worker lost")
+            out.append(fn(item))
+            done.append(item)
+        return out
+
+    spec = KeyedSpec(bands=4, rows=4, threshold=0.5, partitions=6)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        keyed_clusters(parts, spec, tmp_path / "s", crashing)
+    again, figures = keyed_clusters(parts, KeyedSpec(bands=4, rows=4, threshold=0.5, partitions=2),
+                                    tmp_path / "s", run_local)
+    fresh, fresh_figures = keyed_clusters(parts, KeyedSpec(bands=4, rows=4, threshold=0.5, partitions=2),
+                                          tmp_path / "fresh", run_local)
+    assert figures == fresh_figures
+    for a, b in zip(again, fresh, strict=True):
+        assert pl.read_parquet(a).equals(pl.read_parquet(b))
+    labels, _ = mh.cluster(sig, bands=4, rows=4, threshold=0.5)
+    out = pl.concat([pl.read_parquet(f) for f in again])
+    assert groups(out["_cluster"].to_numpy(), out["_pos"].to_numpy()) == groups(labels, pos)
