@@ -142,6 +142,10 @@ def run(
 
             cached = " (cached)" if event["cached"] else ""
             extra = describe(event)
+            if "model_requests" in event["notes"]:  # requests, tokens and cost of a model stage (curate.progress)
+                from curate.progress import usage_line
+
+                extra = "; ".join(filter(None, [extra, usage_line(event["notes"])]))
             out.print(
                 f"  {event['label']:<22} {event['rows_in']:>9,} -> {event['rows_out']:>9,} rows"
                 f"  {event['quarantined']:>7,} set aside  {event['seconds']:>8.2f}s{cached}"

@@ -496,9 +496,10 @@ def usage_line(usage: Mapping[str, Any]) -> str:
     def plural(n: int, word: str) -> str:
         return f"{n:,} {word}" + ("" if n == 1 else "s")
 
-    text = (f"{plural(int(usage.get('model_requests', 0)), 'request')} "
-            f"({int(usage.get('requests_cached', 0)):,} from the request cache), "
-            f"{plural(int(usage.get('tokens_in', 0)), 'token')} in, {int(usage.get('tokens_out', 0)):,} out")
+    cached = int(usage.get("requests_cached", 0))
+    text = (plural(int(usage.get("model_requests", 0)), "request")
+            + (f" ({cached:,} from the request cache)" if cached else "")
+            + f", {plural(int(usage.get('tokens_in', 0)), 'token')} in, {int(usage.get('tokens_out', 0)):,} out")
     if usage.get("cost") is not None:
         text += f", cost {format_cost(float(usage['cost']))}"
     return text

@@ -118,6 +118,8 @@ def test_api_cost_per_stage_and_in_total(tmp_path: Path, server: OpenAICompatSer
     assert (usage_b["model_requests"], usage_b["requests_cached"], usage_b["tokens_in"], usage_b["cost"]) == \
         (8, 8, 0, 0.0)
     assert "models:    8 requests (8 from the request cache), 0 tokens in, 0 out, cost 0" in again.output
+    stage_line = next(line for line in again.output.splitlines() if "01-respond" in line)
+    assert stage_line.endswith("8 requests (8 from the request cache), 0 tokens in, 0 out, cost 0"), stage_line
     # A resumed run reuses the stage: its cost is an earlier run's, and this run's total is nothing.
     run_recipe(path, tmp_path / "a")
     usage_a2 = manifest(tmp_path / "a")["model_usage"]
