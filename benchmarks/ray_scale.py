@@ -149,7 +149,7 @@ class Cluster:
         # started by `ray start --address` does not send it: on a loopback test cluster it is off.
         self.env.setdefault("RAY_AUTH_MODE", "disabled")
         self.env["RAY_USAGE_STATS_ENABLED"] = "0"
-        self.roots: dict[str, set[int]] = {}
+        self.roots: dict[str, set[tuple[int, int]]] = {}  # node -> (pid, start) of its own processes
         self.seen: set[tuple[int, int]] = set()  # (pid, start) of every process seen in the cluster
 
     @property
@@ -180,10 +180,12 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(1 + 6 * len(self.names))
         self.port = ports[0]
-        for i, name in enumerate(self.names):
-            self._ray_start(name, ports[1 + 6 * i: 7 + 6 * i])
-        self.wait_ready(timeout)
-        self.find_roots()
+        try:
+            for i, name in enumerate(self.names):
+                self._ray_start(name, ports[1 + 6 * i: 7 + 6 * i])
+            self.wait_ready(timeout)
+        finally:
+            self.find_roots()  # also when a node failed to start: stop() ends what did
 
     def wait_ready(self, timeout: float) -> None:
         """Until ``ray status`` counts every node's CPUs (a worker registers a moment after `ray start`)."""
@@ -211,20 +213,25 @@ class Cluster:
         on the head also the GCS, dashboard and autoscaler monitor).  Workers and agents are the raylet's children."""
         marks = {name: f"{self.node_dir(name)}/session_" for name in self.names}
         self.roots = {name: set() for name in self.names}
-        for pid in processes():
+        for pid, proc in processes().items():
             line = cmdline(pid)
             for name, mark in marks.items():
                 if mark in line:
-                    self.roots[name].add(pid)
+                    self.roots[name].add((pid, proc.start))
+
+    def _alive_roots(self, name: str, procs: dict[int, Proc]) -> set[int]:
+        """The node's own processes still running (same pid and start time: a reused pid is someone else's)."""
+        return {pid for pid, start in self.roots[name] if pid in procs and procs[pid].start == start}
 
     def raylet(self, name: str) -> int:
-        pids = [pid for pid in self.roots[name] if cmdline(pid).split(" ", 1)[0].endswith("/raylet")]
+        pids = [pid for pid in self._alive_roots(name, processes())
+                if cmdline(pid).split(" ", 1)[0].endswith("/raylet")]
         if len(pids) != 1:
             raise RuntimeError(f"{name}: expected one raylet, found {pids}")
         return pids[0]
 
     def members(self, procs: dict[int, Proc]) -> dict[str, set[int]]:
-        groups = {name: descendants(roots, procs) for name, roots in self.roots.items()}
+        groups = {name: descendants(self._alive_roots(name, procs), procs) for name in self.roots}
         for pids in groups.values():
             self.seen.update((pid, procs[pid].start) for pid in pids)
         return groups
@@ -233,7 +240,8 @@ class Cluster:
         """The ``ray::NAME`` titles of the node's worker processes that are running a task or actor now."""
         idle = {"ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent"}
         out = []
-        for pid in descendants(self.roots[name], processes()):
+        procs = processes()
+        for pid in descendants(self._alive_roots(name, procs), procs):
             title = cmdline(pid)
             if title.startswith("ray::") and title.split(" ", 1)[0] not in idle:
                 out.append(title[:80])
@@ -527,7 +535,12 @@ def fault(args: argparse.Namespace, rows: int, work: Path, c: Cluster) -> dict[s
     return result
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # timeout(1) or a CI runner: still stop the cluster
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=None, help="comma-separated sizes (default 1000000,4000000)")
     parser.add_argument("--quick", action="store_true", help="20000,80000 rows: a smoke check")
