@@ -25,9 +25,11 @@ Prints one JSON line per size, then a summary as the last line: ``rows``, ``driv
 ``--fault`` instead runs the fault check: one uninterrupted Ray run and one local run for reference, then the
 same command with ``--log-json``; when its ``stage_start`` event for minhash_dedup arrives (and, within
 ``--kill-wait`` seconds, a task is running on it), worker node 1's raylet is killed with SIGKILL.  The run either
-completes (Ray retried the lost tasks on the surviving node) or fails; then the very same command runs again on
-the cluster that is left.  The last line is one JSON object: ``first_run`` (exit code, completed, the error line),
-``rerun`` (exit code), ``identical_to_uninterrupted`` and ``identical_to_local`` for the final output.
+completes (Ray retried the lost tasks on the surviving node) or fails; once the GCS lists the node as dead, the
+very same command runs again on the cluster that is left (resuming from the run directory).  The last line is one
+JSON object: ``kill`` (what ran on the node when its raylet died), ``first_run`` (exit code, completed, the error
+line), ``rerun`` (exit code, the stages it found cached), ``identical_to_uninterrupted`` and
+``identical_to_local`` for the final output.
 
     flock /tmp/curate-bench.lock .venv/bin/python benchmarks/ray_scale.py --quick
     flock /tmp/curate-bench.lock .venv/bin/python benchmarks/ray_scale.py --rows 1000000,4000000
@@ -521,6 +523,11 @@ def fault(args: argparse.Namespace, rows: int, work: Path, c: Cluster) -> dict[s
     result["uninterrupted_seconds"] = round(reference.wall_s, 1)
     if first.code == 0:
         result["first_run"]["identical_to_uninterrupted"] = same_output(work / "uninterrupted", out)["identical"]
+    if killed.get("raylet_pid"):  # the GCS marks the node dead after its health checks fail: wait for that
+        t0 = time.monotonic()
+        while c.active_nodes() >= len(c.names) and time.monotonic() - t0 < 90:
+            time.sleep(2.0)
+        result["node_marked_dead_after_run_s"] = round(time.monotonic() - t0, 1)
     result["active_nodes_before_rerun"] = c.active_nodes()
     rerun = run_curate(cmd, c.env, c, out, timeout=args.fault_timeout)
     result["rerun"] = {"exit_code": rerun.code, "seconds": round(rerun.wall_s, 1),
