@@ -377,7 +377,10 @@ def run_curate(cmd: list[str], env: dict[str, str], c: Cluster | None, out: Path
 
 def outputs(run: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A run's output rows sorted by id, and its quarantine's (stage, id, code, reason) sorted likewise."""
-    data = pl.concat([pl.read_parquet(p) for p in sorted((run / "data").glob("*.parquet"))], how="vertical")
+    parts = sorted((run / "data").glob("*.parquet"))
+    if not parts:
+        raise SystemExit(f"{run}/data holds no Parquet file")
+    data = pl.concat([pl.read_parquet(p) for p in parts], how="vertical")
     files = sorted((run / "quarantine").glob("*.parquet"))
     cols = ["stage", "id", "code", "reason"]
     quarantine = (pl.concat([pl.read_parquet(p, columns=cols) for p in files]) if files
