@@ -553,7 +553,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # timeout(1) or a CI runner: still stop the cluster
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=None, help="comma-separated sizes (default 1000000,4000000)")
-    parser.add_argument("--quick", action="store_true", help="20000,80000 rows: a smoke check")
+    parser.add_argument("--quick", action="store_true", help="20000,80000 rows: a smoke check (--rows wins)")
     parser.add_argument("--fault", action="store_true", help="the fault check (first size of --rows; 40000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
