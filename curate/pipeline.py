@@ -379,6 +379,10 @@ class Context:
 
 
 
+#: ``step(index, stage, lf, ctx) -> LazyFrame``: how :meth:`Pipeline.run` runs one stage (default ``stage(lf, ctx)``).
+StageStep = Callable[[int, Stage, pl.LazyFrame, Context], pl.LazyFrame]
+
+
 class Pipeline:
     """An ordered list of stages, applied lazily: ``Pipeline([Filter(), ExactDedup()]).run(lf)``."""
 
@@ -394,12 +398,15 @@ class Pipeline:
         return self.run(lf, ctx)
 
     @overload
-    def run(self, lf: pl.DataFrame, ctx: Context | None = None, *, progress: bool = False) -> pl.DataFrame: ...
+    def run(self, lf: pl.DataFrame, ctx: Context | None = None, *, progress: bool = False,
+            step: StageStep | None = None, output_table: str | None = None, prefix: str = "") -> pl.DataFrame: ...
     @overload
-    def run(self, lf: pl.LazyFrame, ctx: Context | None = None, *, progress: bool = False) -> pl.LazyFrame: ...
+    def run(self, lf: pl.LazyFrame, ctx: Context | None = None, *, progress: bool = False,
+            step: StageStep | None = None, output_table: str | None = None, prefix: str = "") -> pl.LazyFrame: ...
 
     def run(
-        self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None, *, progress: bool = False
+        self, lf: pl.LazyFrame | pl.DataFrame, ctx: Context | None = None, *, progress: bool = False,
+        step: StageStep | None = None, output_table: str | None = None, prefix: str = "",
     ) -> pl.LazyFrame | pl.DataFrame:
         """Apply the stages in order (a DataFrame gives a DataFrame, a LazyFrame a LazyFrame).  ``progress=True``
         shows a bar over the stages (tqdm.auto: a widget in Jupyter, text elsewhere or without ipywidgets) and
@@ -407,19 +414,26 @@ class Pipeline:
 
         A plain frame is made canonical once, as the read stage of ``curate run`` would (content ids, rows
         repeating an earlier row's content set aside under ``00-read``), and the whole chain's table contract is
-        checked before the first stage runs: every problem at once, as ``curate validate`` reports them."""
+        checked before the first stage runs (with ``output_table``, the last stage must give it): every problem at
+        once, as ``curate validate`` reports them, each after ``prefix``.  A context that trusts its ids (the
+        recipe runner's, after its read stage) skips the repeated-id check.
+
+        ``step(index, stage, lf, ctx)`` runs each stage instead of ``stage(lf, ctx)``: the recipe runner
+        (:class:`curate.runner.Runner`) drives a pipeline with a step that reuses a finished stage's output,
+        sends the stage to its executor and writes the output to the run directory."""
         ctx = ctx if ctx is not None else Context.ephemeral()
         if progress:
             ctx.progress = True
         try:
-            out = canonical(lf, ctx, label="00-read", check_ids=True)
+            out = canonical(lf, ctx, label="00-read", check_ids=not ctx.trusted_ids)
             table: str | None = detect_table(out.collect_schema())
         except InputDataError:
             if not (self.stages and self.stages[0].is_source):  # a source stage (magpie) may start from any frame
                 raise
             out, table = (lf.lazy() if isinstance(lf, pl.DataFrame) else lf), None
         if table is not None:
-            raise_problems(check_chain(self.stages, table, schema_columns(out.collect_schema()))[0])
+            problems = check_chain(self.stages, table, schema_columns(out.collect_schema()), output_table=output_table)
+            raise_problems(problems[0], prefix)
         bar = _stage_bar(len(self.stages)) if progress else None
         trusted, ctx.trusted_ids = ctx.trusted_ids, True  # ids checked once above, not again per stage
         try:
@@ -427,7 +441,7 @@ class Pipeline:
                 ctx.stage_label = f"{index:02d}-{stage.name}"
                 if bar is not None:
                     bar.set_description(ctx.stage_label)
-                out = stage(out, ctx)
+                out = stage(out, ctx) if step is None else step(index, stage, out, ctx)
                 if bar is not None:
                     bar.update(1)
         finally:

@@ -39,7 +39,6 @@ import xxhash
 
 from curate import checkpoint, faults
 from curate.checkpoint import file_digest
-from curate.contract import check_chain, raise_problems, schema_columns
 from curate.errors import CurateError, InputDataError, RecipeError, environment_error
 from curate.events import done_fields, new_run_id
 from curate.execution import Resources
@@ -47,7 +46,7 @@ from curate.io import Loaded, load
 from curate.io.loading import reader_columns
 from curate.io.readers import check_input
 from curate.models import ModelRegistry
-from curate.pipeline import QUARANTINE_SCHEMA, Context, reason_code
+from curate.pipeline import QUARANTINE_SCHEMA, Context, Pipeline, Stage, reason_code
 from curate.progress import reporting as progress_events
 from curate.progress import stage_event, usage_summary
 from curate.recipe import Recipe
@@ -112,6 +111,15 @@ def _count(path: Path) -> int:
 
 def _empty_quarantine() -> pl.LazyFrame:
     return pl.LazyFrame(schema=QUARANTINE_SCHEMA)
+
+
+@dataclass
+class _StepState:
+    """What one stage's step hands the next: the chain's cache key, the rows out, the executor (None: local)."""
+
+    key: str
+    rows: int
+    engine: Any = None
 
 
 @dataclass(frozen=True)
@@ -340,6 +348,53 @@ class Runner:
         )
         return table, stage_dir, report, key, inputs_info
 
+    def _step(self, index: int, stage: Stage, lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
+        """One stage of the run (the step :meth:`Pipeline.run` calls): its folder is keyed by everything upstream,
+        so a finished one is reused; otherwise the stage runs (on the data plane when the executor takes its
+        shape, else here with its batch work on the executor) and its output and quarantine are written."""
+        state, chain, reports = self._step_state, self._chain, self._reports
+        model_keys = "|".join(ctx.models.fingerprint(h) for h in stage.models_used())
+        extra = stage.cache_key_extra(ctx)
+        state.key = xxhash.xxh3_128_hexdigest(f"{state.key}|{stage.fingerprint()}|{model_keys}|{extra}".encode())
+        label = ctx.stage_label
+        self._phase = label
+        stage_dir = self._stage_dir(index, stage.name, state.key)
+        done = self._done(stage_dir) if self.resume else None
+        if done is not None:
+            report = StageReport(**{**done["report"], "cached": True})
+        else:
+            self._emit("stage_start", label=label, name=stage.name, rows_in=state.rows)
+            t0 = time.perf_counter()
+            ctx.stats.pop(label, None)
+            source_path = chain[-1] / "data.parquet"
+            source = pl.scan_parquet(source_path)
+            engine = state.engine
+            if engine is None:
+                self._sink(stage_dir, stage(source, ctx), ctx.take_quarantine())
+            elif not engine.run_stage(stage, source_path, stage_dir, ctx, detect_table(source.collect_schema())):
+                self._sink(stage_dir, engine.apply(stage, source, ctx), ctx.take_quarantine())
+            faults.reached(f"stage:{label}")
+            rows_out = _count(stage_dir / "data.parquet")
+            notes = dict(ctx.stats.get(label, {}))
+            if stage.models_used() and "rows_computed" in notes:
+                # rows a model actually ran on, and rows served from the content-keyed cache
+                notes["model_rows_computed"] = notes["rows_computed"]
+                notes["model_rows_reused"] = notes.get("rows_cached", 0)
+            report = StageReport(
+                label=label, name=stage.name, kind=stage.kind, rows_in=state.rows, rows_out=rows_out,
+                quarantined=_count(stage_dir / "quarantine.parquet"),
+                seconds=round(time.perf_counter() - t0, 3), cached=False, notes=notes,
+            )
+            _account(report, source.collect_schema(), stage_dir / "data.parquet")
+            checkpoint.write_json_atomic({"report": asdict(report), "params": stage.params()},
+                                         stage_dir / "stats.json")
+        report.cache_dir = stage_dir.name
+        reports.append(report)
+        chain.append(stage_dir)
+        state.rows = report.rows_out
+        self._emit("stage_done", **asdict(report))
+        return pl.scan_parquet(stage_dir / "data.parquet")
+
     def _engine(self) -> Any:
         """The Ray executor (connected) for ``--executor ray``, else None (this process runs everything)."""
         if self.executor != "ray":
@@ -364,7 +419,7 @@ class Runner:
 
     def _run(self) -> RunResult:
         started = time.perf_counter()
-        with checkpoint.RunLock(self.run_dir), self._failure_record(started):
+        with checkpoint.RunLock(self.run_dir), self._failure_record(started), contextlib.ExitStack() as closing:
             self._phase = "00-read"
             # What a killed run left (.NAME.tmp-PID, .staging-PID; a published folder caught between its two
             # renames is put back): the lock proves its writer is gone.
@@ -373,6 +428,8 @@ class Runner:
                 shutil.rmtree(self.run_dir / "cache")
             self._emit("run_start", recipe=self.recipe.name, run_dir=str(self.run_dir))
             engine = self._engine()
+            if engine is not None:
+                closing.callback(engine.close)  # a failed run leaves no Ray it started, nor scratch files
             if engine is None:
                 table, stage_dir, report, key, inputs = self._ingest()
             else:  # the read runs on a worker: the driver never holds the input's rows or ids
@@ -390,12 +447,6 @@ class Runner:
                     f"({count(report.quarantined, 'row')} set aside, each with its reason, in "
                     f"{self.run_dir / 'quarantine'})"
                 )
-            # Every stage's table contract on the read stage's schema, before any stage runs: a column a parameter
-            # names that nothing makes is a recipe error naming the stage (exit 2), not a Polars error mid-run.
-            read_schema = pl.scan_parquet(stage_dir / "data.parquet").collect_schema()
-            problems, _, _ = check_chain(self.recipe.stage_objects, table, schema_columns(read_schema),
-                                         output_table=self.recipe.output.table)
-            raise_problems(problems, f"recipe '{self.recipe.name}': ")
             rows = report.rows_out
             previous = previous_run(self.run_dir) if self.refresh else None
             ctx_args = dict(
@@ -406,50 +457,14 @@ class Runner:
             ctx = engine.context(**ctx_args) if engine is not None else Context(**ctx_args)
             ctx.trusted_ids = True  # the read stage gave every row a unique content id
             self._ctx = ctx
-            for index, stage in enumerate(self.recipe.stage_objects, start=1):
-                model_keys = "|".join(ctx.models.fingerprint(h) for h in stage.models_used())
-                extra = stage.cache_key_extra(ctx)
-                key = xxhash.xxh3_128_hexdigest(f"{key}|{stage.fingerprint()}|{model_keys}|{extra}".encode())
-                label = f"{index:02d}-{stage.name}"
-                self._phase = label
-                stage_dir = self._stage_dir(index, stage.name, key)
-                done = self._done(stage_dir) if self.resume else None
-                if done is not None:
-                    report = StageReport(**{**done["report"], "cached": True})
-                else:
-                    self._emit("stage_start", label=label, name=stage.name, rows_in=rows)
-                    t0 = time.perf_counter()
-                    ctx.stage_label = label
-                    ctx.stats.pop(label, None)
-                    source_path = chain[-1] / "data.parquet"
-                    source = pl.scan_parquet(source_path)
-                    if engine is None:
-                        self._sink(stage_dir, stage(source, ctx), ctx.take_quarantine())
-                    elif not engine.run_stage(stage, source_path, stage_dir, ctx,
-                                              detect_table(source.collect_schema())):
-                        self._sink(stage_dir, engine.apply(stage, source, ctx), ctx.take_quarantine())
-                    faults.reached(f"stage:{label}")
-                    rows_out = _count(stage_dir / "data.parquet")
-                    notes = dict(ctx.stats.get(label, {}))
-                    if stage.models_used() and "rows_computed" in notes:
-                        # rows a model actually ran on, and rows served from the content-keyed cache
-                        notes["model_rows_computed"] = notes["rows_computed"]
-                        notes["model_rows_reused"] = notes.get("rows_cached", 0)
-                    report = StageReport(
-                        label=label, name=stage.name, kind=stage.kind, rows_in=rows, rows_out=rows_out,
-                        quarantined=_count(stage_dir / "quarantine.parquet"),
-                        seconds=round(time.perf_counter() - t0, 3), cached=False, notes=notes,
-                    )
-                    _account(report, source.collect_schema(), stage_dir / "data.parquet")
-                    checkpoint.write_json_atomic({"report": asdict(report), "params": stage.params()},
-                                                 stage_dir / "stats.json")
-                report.cache_dir = stage_dir.name
-                reports.append(report)
-                chain.append(stage_dir)
-                rows = report.rows_out
-                self._emit("stage_done", **asdict(report))
-            if engine is not None:
-                engine.close()
+            # The pipeline checks every stage's table contract on the read stage's schema before any stage runs (a
+            # column a parameter names that nothing makes is a recipe error naming the stage, exit 2, not a Polars
+            # error mid-run), then runs each stage through _step: the run directory's cache, the executor, the sink.
+            self._step_state = _StepState(key=key, rows=rows, engine=engine)
+            Pipeline(self.recipe.stage_objects).run(
+                pl.scan_parquet(stage_dir / "data.parquet"), ctx, step=self._step,
+                output_table=self.recipe.output.table, prefix=f"recipe '{self.recipe.name}': ",
+            )
             self._phase = "publish"
             result = self._publish(table, chain, reports, inputs, started, previous)
             if self.refresh:
