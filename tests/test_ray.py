@@ -324,3 +324,16 @@ def test_band_tasks_on_ray_give_the_local_partition(tmp_path: Path) -> None:
     ray, _ = minhash.cluster_by_band(sig, **params, compute=ctx.compute_shared)
     assert np.array_equal(ray, local) and len(np.unique(local)) < 250
     assert ctx.stats[ctx.stage_label]["ray_band_tasks"] == 4
+
+
+def test_storage_probe_names_what_a_node_cannot_see(tmp_path: Path) -> None:
+    """The data plane needs the run directory on every node: the per-node probe says why a node cannot use it."""
+    from curate.distributed.executor import _sees_file
+
+    probe = tmp_path / ".probe"
+    assert _sees_file(str(probe)).startswith("FileNotFoundError")
+    probe.write_text("curate")
+    assert _sees_file(str(probe)) == ""
+    executor = _ray_executor()
+    executor.check_shared_storage(tmp_path / "cache")  # one machine: every node sees it
+    assert executor._storage_checked and not list((tmp_path / "cache").iterdir())  # the probe file is gone

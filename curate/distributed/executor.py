@@ -156,6 +156,20 @@ def _apply_block(fn: Callable[[pl.DataFrame], pl.DataFrame], block: Any) -> Any:
                      "recorded": pa.array(recorded, type=pa.large_binary())})
 
 
+def _sees_file(path: str) -> str:
+    """On one node: empty when ``path`` (written by the driver) is readable there and its folder writable."""
+    target = Path(path)
+    try:
+        if target.read_text() != "curate":
+            return "the probe file has other content"
+        check = target.with_name(target.name + f".{os.getpid()}")
+        check.write_text("ok")
+        check.unlink()
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return ""
+
+
 def _run_tasks(block: Any, fn_blob: bytes) -> Any:
     import cloudpickle
 
@@ -354,6 +368,7 @@ class RayExecutor:
         self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.gpus = int(ray.cluster_resources().get("GPU", 0))
         self._shared_task: Any = None
+        self._storage_checked = False
         rows_per_block = int(os.environ.get("CURATE_RAY_BLOCK_ROWS", "0")) or BLOCK_ROWS
         self.plane = Plane(self.run_tasks, cpus=self.cpus, rows_per_block=rows_per_block)
         log.info("ray executor: %s (%d CPUs, %d GPUs)", self.address or "local", self.cpus, self.gpus)
@@ -487,8 +502,37 @@ class RayExecutor:
         ctx.note("ran_on", where)
         if not self.plane.handles(stage):
             return False
+        self.check_shared_storage(ctx.cache_dir)
         self.plane.run_stage(stage, source, stage_dir, ctx, table)
         return True
+
+    def check_shared_storage(self, folder: Path) -> None:
+        """Fail in one line when a node's workers cannot read and write ``folder`` (the run directory's cache):
+        plane tasks read their blocks from it and write their parts into it, so every node must see it (one
+        machine, or a shared mount at the same path).  Checked once per run, with a task pinned to each node."""
+        if self._storage_checked:
+            return
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".ray-probe-{uuid.uuid4().hex}"
+        probe.write_text("curate")
+        try:
+            nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+            task = ray.remote(num_cpus=0)(_sees_file)
+            answers = ray.get([
+                task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                    str(probe)) for n in nodes])
+        finally:
+            probe.unlink(missing_ok=True)
+        blind = [f"{n.get('NodeManagerAddress', '?')} ({why})" for n, why in zip(nodes, answers, strict=True) if why]
+        if blind:
+            raise RayUnavailableError(
+                f"Ray workers cannot use the run directory {folder.parent}: {'; '.join(blind)}; the data plane reads "
+                "and writes it on every node: put --out on a filesystem every node mounts at the same path"
+            )
+        self._storage_checked = True
 
     def apply(self, stage: Stage, source: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
         """A stage the plane does not take, on the driver: its batch and shared work go to the cluster through
