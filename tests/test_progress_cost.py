@@ -204,9 +204,13 @@ def test_log_json_recipe_error_is_one_run_failed_line(tmp_path: Path) -> None:
     assert failed["stage"] == "start" and "nosuchstage" in failed["error"]
 
 
-def test_log_json_sigterm_is_a_run_failed_line_with_exit_143(tmp_path: Path) -> None:
-    """The run stops itself after its read stage (CURATE_STOP_AT, SIGSTOP), is sent SIGTERM and continued:
-    it cleans up, prints ``run_failed`` with exit code 143 as its last stdout line and exits 143."""
+@pytest.mark.parametrize(("signum", "code", "says"),
+                         [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "interrupted")])
+def test_log_json_signal_is_a_run_failed_line_with_its_exit_code(tmp_path: Path, signum: int, code: int,
+                                                                   says: str) -> None:
+    """The run stops itself after its read stage (CURATE_STOP_AT, SIGSTOP), is sent SIGTERM (or SIGINT, Ctrl-C)
+    and continued: it cleans up, prints ``run_failed`` with exit code 143 (130) as its last stdout line and
+    exits with that code."""
     (tmp_path / "data.jsonl").write_text("".join(json.dumps({"instruction": p, "output": "x"}) + "\n"
                                                  for p in PROMPTS))
     (tmp_path / "r.yaml").write_text("name: r\ninput: {path: data.jsonl, adapter: alpaca}\n"
@@ -219,19 +223,19 @@ def test_log_json_sigterm_is_a_run_failed_line_with_exit_143(tmp_path: Path) -> 
         while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
             assert proc.poll() is None and time.monotonic() < deadline, "the run ended before stopping"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         proc.send_signal(signal.SIGCONT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 143, stderr
+    assert proc.returncode == code, stderr
     events = json_lines(stdout)
     assert events[0]["event"] == "run_start"
     last = events[-1]
-    assert last["event"] == "run_failed" and last["exit_code"] == 143 and last["stage"] == "00-read"
-    assert "SIGTERM" in last["error"]
+    assert last["event"] == "run_failed" and last["exit_code"] == code and last["stage"] == "00-read"
+    assert says in last["error"]
     assert not list(run.glob(".staging-*")) and not list(run.rglob("*.tmp-*"))
 
 
