@@ -142,11 +142,11 @@ def _scatter(frame: pl.DataFrame, part: np.ndarray, parts: int, directory: Path,
     if parts == 1:
         _write(frame, directory / "0" / name)
         return
-    groups = frame.with_columns(pl.Series("__part", part, dtype=pl.Int64)).partition_by(
-        "__part", as_dict=True, include_key=False
-    )
+    # One target's rows at a time (a gather of its share), not every target's copy at once.
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(parts + 1))
     for r in range(parts):
-        _write(groups.get((r,), frame.clear()), directory / str(r) / name)
+        _write(frame[order[bounds[r] : bounds[r + 1]]], directory / str(r) / name)
 
 
 def _gather(directory: Path, target: int, sources: int) -> pl.DataFrame:
@@ -283,32 +283,35 @@ class _Nodes:
 
     def __call__(self, q: int) -> int:
         parts = self.spec.partitions
-        rows = _gather(self.root / "keys", q, self.sources)
         firsts = _gather(self.root / "firsts", q, self.sources)
         key, pos = firsts["_key"].to_numpy(), firsts["_pos"].to_numpy()
         order = np.lexsort((pos, key))  # per key, its smallest position first: the node's name
         first = order[np.r_[True, key[order][1:] != key[order][:-1]]] if len(order) else order
         nodes = firsts[first].rename({"_pos": "_node"})
-        node_part = _partition_of(nodes["_node"], parts)
+        del firsts, key, pos, order, first
+        rows = _gather(self.root / "keys", q, self.sources)
         rowmap = rows.join(nodes.select("_key", "_node"), on="_key").select("_pos", "_node")
+        del rows
         _scatter(rowmap, _partition_of(rowmap["_node"], parts), parts, self.root / "rowmap", q)
+        del rowmap
         if self.spec.verify:
-            _scatter(nodes.select("_node", "_sig"), node_part, parts, self.root / "sigs", q)
-        sig = _matrix(nodes["_sig"])
-        bands = np.empty((len(nodes), self.spec.bands), dtype=np.uint64)
-        for lo in range(0, len(nodes), CHUNK):
-            bands[lo : lo + CHUNK] = band_hashes(sig[lo : lo + CHUNK], self.spec.bands, self.spec.rows)
-        width = self.spec.bands
+            _scatter(nodes.select("_node", "_sig"), _partition_of(nodes["_node"], parts), parts, self.root / "sigs", q)
+        width, count = self.spec.bands, len(nodes)
+        bands = np.empty((count, width), dtype=np.uint64)
+        for lo in range(0, count, CHUNK):  # a block of signatures at a time
+            bands[lo : lo + CHUNK] = band_hashes(_matrix(nodes["_sig"].slice(lo, CHUNK)), width, self.spec.rows)
+        node_keys, node_names = nodes["_key"].to_numpy(), nodes["_node"].to_numpy()
+        del nodes
         records = pl.DataFrame(
             {
-                "_band": pl.Series(np.tile(np.arange(width, dtype=np.int32), len(nodes)), dtype=pl.Int32),
+                "_band": pl.Series(np.tile(np.arange(width, dtype=np.int32), count), dtype=pl.Int32),
                 "_hash": pl.Series(bands.ravel(), dtype=pl.UInt64),
-                "_key": pl.Series(np.repeat(nodes["_key"].to_numpy(), width), dtype=pl.UInt64),
-                "_node": pl.Series(np.repeat(nodes["_node"].to_numpy(), width), dtype=pl.Int64),
+                "_key": pl.Series(np.repeat(node_keys, width), dtype=pl.UInt64),
+                "_node": pl.Series(np.repeat(node_names, width), dtype=pl.Int64),
             }
         )
-        _scatter(records, _partition_of(records["_hash"], parts), parts, self.root / "buckets", q)
-        return len(nodes)
+        _scatter(records, _partition_of(bands.ravel(), parts), parts, self.root / "buckets", q)
+        return count
 
 
 # -- 3. candidates -----------------------------------------------------------------------------------------
