@@ -1,5 +1,5 @@
-"""Deita scoring throughput: the ``deita_score`` stage vs raw backend calls on the same prompts (DESIGN.md
-section 8: a model stage must reach >= 0.9x its backend called directly).
+"""Deita scoring throughput: the ``deita_score`` stage vs raw backend calls on the same prompts (target:
+a model stage must reach >= 0.9x its backend called directly).
 
 Model: the embedded default ``gen`` (SmolLM2-135M-Instruct, transformers backend, CPU), loaded once and shared
 by both paths, so the comparison is of the code around ``llm.generate`` only.  Rows: the first ``--rows``

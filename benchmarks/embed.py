@@ -1,5 +1,5 @@
 """Embedding layer throughput: curate's cached ``embed_texts`` against ``SentenceTransformer.encode`` called
-directly on the same texts, in the same process, on the same loaded model (DESIGN.md section 8: >= 0.95x).
+directly on the same texts, in the same process, on the same loaded model (target: >= 0.95x).
 
 Texts: distinct real instructions (Self-Instruct seeds and user-oriented tasks, Code Alpaca), read in place.
 Timed, alternating to even out a shared CPU, best of ``--repeats``:

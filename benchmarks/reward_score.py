@@ -1,5 +1,5 @@
 """Reward-scoring throughput: the ``reward_score`` stage against the same model's forward pass called directly on
-the same texts, in one process, on the same loaded model (DESIGN.md section 8: >= 0.9x; length-sorted batching
+the same texts, in one process, on the same loaded model (target: >= 0.9x; length-sorted batching
 should beat a naive loop on mixed lengths).
 
 Model: a randomly initialised ``LlamaForSequenceClassification`` (hidden 256, 4 layers, 8 heads, one head),

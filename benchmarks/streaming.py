@@ -4,7 +4,7 @@ Generates N canonical preference rows (default 1,000,000) in chunks, with 1% exa
 planted, as Parquet and/or JSON Lines (``--format``; the same rows), runs ``curate run`` on each in a
 subprocess and prints one JSON line per input format: ``format``, ``rows``, ``input_mb``, ``seconds``,
 ``rows_per_s``, ``peak_rss_mb`` (that child's maximum resident set, from wait4), ``output_rows`` and
-per-stage seconds.  Target (DESIGN.md section 8): peak RSS < 3 GB at 1M.  JSON Lines is the common export
+per-stage seconds.  Target: peak RSS < 3 GB at 1M.  JSON Lines is the common export
 format of SFT/DPO data; large files of it are read in blocks (curate.io.readers.BLOCK_BYTES).
 
     python benchmarks/streaming.py --rows 1000000 --format both

@@ -1,6 +1,6 @@
 """DPO training throughput: ``curate train`` (the library path) vs TRL's ``DPOTrainer`` called directly.
 
-DESIGN.md section 8: the DPO trainer must reach >= 1x the tokens/s of TRL's DPOTrainer on the same model and
+Performance target: the DPO trainer must reach >= 1x the tokens/s of TRL's DPOTrainer on the same model and
 data (higher with stored reference log-probs).  One run, same model folder, same pairs (real hh-rlhf harmless
 pairs from ../shared/data, adapted by curate.io), same user settings (steps, batch size, learning rate, beta,
 loss, max_length, LoRA or not, seed, precision: fp32 on CPU, bf16 mixed on a bf16 GPU).

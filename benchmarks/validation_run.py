@@ -1,6 +1,6 @@
 """Validation run: DPO on real human preference pairs, held-out reward accuracy before and after.
 
-DESIGN.md section 7 / issue 7: ``../shared/data/hh_rlhf_harmless_base_test`` (Anthropic HH-RLHF harmless-base
+Validation training (issue 7): ``../shared/data/hh_rlhf_harmless_base_test`` (Anthropic HH-RLHF harmless-base
 test split, read in place and adapted by ``curate.io``'s ``hh_rlhf`` adapter) is split by prompt (seeded)
 into training and held-out pairs; the default model (embedded SmolLM2-135M-Instruct) trains briefly with
 LoRA through ``curate.train.run_train``; the held-out metrics before and after training are printed as
