@@ -1,42 +1,24 @@
-"""Run a recipe's stages on Ray Data with the local runner's bookkeeping (docs/architecture.md).
+"""Run a recipe's stages on Ray with the local runner's bookkeeping (docs/architecture.md, execution shapes).
 
-What runs where, and why the output is identical to the local executor:
+:class:`RayExecutor` connects to Ray and decides where each stage runs from the stage's declared shape
+(:mod:`curate.execution`), never from its name:
 
-- **Batch stages** (respond, judge, magpie, deita_score, reward_score, and MinHash signatures): the stage's
-  own code calls :meth:`Context.map_batches` / :meth:`Context.map_rows`; :class:`RayContext` overrides the
-  one method that does the work, :meth:`Context.compute_batches`.  The driver cuts the same fixed-size
-  batches as a local run (so batch seeds are the same), Ray Data runs ``fn`` over them as ``map_batches``
-  over Arrow blocks, one batch per block, on an actor pool (models load once per actor, through
-  :mod:`curate.distributed.models`; ``num_gpus=1`` per actor when the model's spec asks for CUDA), and the
-  driver writes each result as the same content-keyed shard, in order.  Resume and refresh therefore work
-  exactly as locally.
-- **Row-local expression stages** (``filter``): the stage itself runs on each Arrow block in Ray tasks;
-  the blocks' rows and quarantines come back in order.  Other expression stages (pairs, combine_scores,
-  reward_augment) may look at whole columns and run on the driver, lazily, as locally.
-- **Global stages** take their distributed form through :meth:`Context.compute_shared` (``fn(shared,
-  chunk)`` over chunks; :class:`RayContext` puts the shared value in the object store once, Ray tasks run
-  the chunks, each worker process unpacks the value once, results come back in chunk order):
+- ``row`` and ``shuffle`` stages with a distributed form run on the data plane (:mod:`curate.distributed.plane`,
+  :mod:`curate.distributed.minhash_plane`): tasks read blocks of the previous stage's Parquet in the run
+  directory and write their parts there; the driver holds paths, counts and notes.  :meth:`RayExecutor.run_tasks`
+  is the plane's ``run`` (Ray tasks with the stage's resources, retried when a worker or node dies).
+- ``batch`` and ``driver`` stages run on the driver (:meth:`RayExecutor.apply`) with a :class:`RayContext`:
+  a context whose compute is a :class:`RayCompute`.  Batch work (``ctx.map_batches`` / ``ctx.map_rows``) goes
+  to an actor pool as Ray Data ``map_batches`` over Arrow blocks, one batch per block, the model loaded once
+  per actor (:mod:`curate.distributed.models`; ``num_gpus=1`` per actor when the model's spec asks for CUDA);
+  the batches are the local run's (same seeds) and the driver writes each result as the same content-keyed
+  shard, so resume and refresh work as locally.  Shared work (``ctx.compute_shared``: a FAISS index searched
+  over query chunks) puts the shared value in the object store once; each worker process unpacks it once.
 
-  - MinHash dedup computes its signatures on Ray (a batch step, above); then the signatures of the
-    candidate rows are broadcast and one Ray task per band sorts the nodes by band hash, pairs bucket
-    neighbours and verifies them (:func:`curate.dedup.minhash.band_edges`); the driver unions the edges
-    into connected components (:func:`curate.dedup.minhash.cluster_by_band`: the same partition as the
-    local :func:`~curate.dedup.minhash.cluster`) and makes the keep decision.
-  - embed_dedup and audit encode new texts on Ray actors (``ctx.compute_batches`` inside
-    :func:`curate.embed.embed_texts`; the encoder travels as its spec); the driver keeps the vector cache
-    and builds the FAISS index once; the index is serialised and broadcast, and the query search runs in
-    :data:`curate.embed.index.SEARCH_CHUNK`-row chunks on Ray tasks (:func:`curate.embed.pairs_above`;
-    the pair arrays are byte-identical to a local run's); clusters and the decision run on the driver.
-  - deita_select and subsample encode on Ray; their greedy selections search an index that grows with
-    every kept row, so they run on the driver.
-  - exact_dedup hashes the normalised texts on the driver (Polars, streaming: only ``id``, two 64-bit
-    hashes and the keep-rule columns are held), partitions the keys by hash (every copy of a text in one
-    partition, as many partitions as the cluster has CPUs) and runs the local decision code on each
-    partition as a Ray task; the driver concatenates the kept ids and losers and quarantines as locally.
-
-Counts a batch or chunk function records through its context (``ctx.count`` inside respond's model call)
-are recorded by the worker's copy of the context (:class:`_WorkerRecorder`), travel back beside each result
-and are added to the driver's stats in order, so the manifest's notes match a local run's.
+Counts and notes a batch or chunk function records through its context (``ctx.count`` inside respond's model
+call, the model usage :func:`curate.progress.metered` notes) are recorded on the worker by a
+:class:`_WorkerRecorder`, travel back beside each result and are added to the driver's stats in order, so the
+manifest's notes match a local run's.
 """
 
 from __future__ import annotations
