@@ -1,6 +1,6 @@
 """Ray executor overhead and agreement: non-LLM recipes on the local executor and on local Ray.
 
-Scale-out (docs/architecture.md): same recipe, ``--executor ray``, same output.  Input: --rows instruction rows made from
+Scale-out: same recipe, ``--executor ray``, same output.  Input: --rows instruction rows made from
 ../shared/data/code_alpaca/code_alpaca_2k.json (real prompts, read in place), each copied with seeded word
 edits so near duplicates exist.  Recipes:
 

@@ -3,7 +3,8 @@
 A kill at a random moment is a race a test cannot win reliably on a fast machine, so the resume tests name
 the moment instead: ``shard:N`` (right after the N-th batch shard of this process is committed),
 ``stage:LABEL`` (after a stage's files are written, before it is marked done), ``publish`` (after
-``data/`` is replaced, before ``manifest.json``), ``embed:flush`` (after the vector cache's first write).
+``data/`` is replaced, before ``manifest.json``), ``plane:LABEL`` (a Ray data-plane stage's blocks are all
+written, its stage folder not yet), ``embed:flush`` (after the vector cache's first write).
 The kill is a real SIGKILL: no cleanup, no ``finally``.  ``CURATE_STOP_AT`` names a point the same way and
 the process stops itself there (SIGSTOP) instead, holding whatever it holds (its run lock), until a test
 continues or kills it: an overlap that is certain, not a race.

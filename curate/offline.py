@@ -7,7 +7,8 @@ import sys
 
 
 def offline_hub() -> None:
-    """Make sure nothing under transformers/huggingface_hub tries the network (docs/architecture.md: nothing is downloaded at run time)."""
+    """Make sure nothing under transformers/huggingface_hub tries the network (docs/architecture.md: nothing is
+    downloaded at run time)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -337,3 +337,27 @@ def test_storage_probe_names_what_a_node_cannot_see(tmp_path: Path) -> None:
     executor = _ray_executor()
     executor.check_shared_storage(tmp_path / "cache")  # one machine: every node sees it
     assert executor._storage_checked and not list((tmp_path / "cache").iterdir())  # the probe file is gone
+
+
+def test_killed_ray_run_resumes_from_its_blocks(tmp_path: Path) -> None:
+    """The driver killed (SIGKILL) after a data-plane stage wrote every block: the same command again finds the
+    blocks' files (a block with its stats file is not redone) and gives the uninterrupted output."""
+    write_input(tmp_path / "data.jsonl", 400)
+    recipe = tmp_path / "clean.yaml"
+    recipe.write_text(
+        "name: clean\ninput: {path: data.jsonl, adapter: alpaca}\nstages:\n"
+        "  - filter: {min_response_chars: 4}\n  - exact_dedup: {on: prompt}\n"
+        "  - minhash_dedup: {on: prompt, threshold: 0.7, ngram: 3, batch_size: 100}\n"
+    )
+    run_recipe(recipe, tmp_path / "local")
+    env = {**os.environ, "CURATE_RAY_BLOCK_ROWS": "100", "CURATE_RAY_NUM_CPUS": "2", "RAY_ADDRESS": ""}
+    command = [str(Path(sys.executable).parent / "curate"), "run", str(recipe), "--out", str(tmp_path / "ray"),
+               "--executor", "ray"]
+    killed = subprocess.run(command, env={**env, "CURATE_CRASH_AT": "plane:03-minhash_dedup"}, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode in (-9, 137), killed.stderr[-2000:]
+    blocks = list((tmp_path / "ray" / "cache" / "ray").glob("03-minhash_dedup-*/parts/stats-*.json"))
+    assert len(blocks) >= 3  # blocks of 100 rows
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_same(tmp_path / "local", tmp_path / "ray")

@@ -33,7 +33,7 @@ from typing import Any
 import polars as pl
 import xxhash
 
-from curate import checkpoint
+from curate import checkpoint, faults
 from curate.execution import KeyedStage, PlaneStage, Resources
 from curate.pipeline import QUARANTINE_SCHEMA, Context, Stage
 
@@ -42,9 +42,10 @@ log = logging.getLogger("curate")
 #: Rows per block: the unit of a row-local task and of the keyed steps.  Large enough that a task's overhead
 #: (tens of milliseconds) is small next to its work, small enough that a worker holds a block easily.
 BLOCK_ROWS = 100_000
-#: Largest hash partition of a keyed decision, in rows: an input of more than (cluster CPUs x this) rows gets
-#: more partitions than CPUs, so one task's group-by stays a small share of a worker's memory.
-PARTITION_ROWS = 1_000_000
+#: Largest hash partition of a keyed step, in rows: an input of more than (cluster CPUs x this) rows gets more
+#: partitions than CPUs, so one task stays a small share of a worker's memory (MinHash's node step holds about
+#: 1.3 KB per node: ~330 MB per task here).
+PARTITION_ROWS = 250_000
 
 #: ``run(fn, items, resources) -> [fn(item), ...]`` in order: the plane's one way to get work done.
 RunFn = Callable[[Callable[[Any], Any], Sequence[Any], Resources], list[Any]]
@@ -298,6 +299,7 @@ class Plane:
             parts = folder / "parts"
             for stats in self.run(FinishBlock(stage, str(folder), worker), blocks, resources):
                 _replay(ctx, stats["notes"])
+        faults.reached(f"plane:{ctx.stage_label}")  # every block's parts written, the stage folder not yet
         self.run(Concat(str(parts), str(stage_dir), len(blocks)), ["data", "quarantine"], Resources())
 
     def close(self) -> None:
