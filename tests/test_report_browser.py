@@ -223,9 +223,9 @@ def test_layout_at_1000px_plots_wide_with_tick_labels(hand_page: Path, tmp_path:
 
 
 def _keep_screenshot(page: Path, png: Path, profile: Path) -> Path:
-    """A full-page PNG (window as tall as the page, at most 16,000 px); copied to ``CURATE_SCREENSHOTS``."""
+    """A full-page PNG (window as tall as the page, at most 30,000 px); copied to ``CURATE_SCREENSHOTS``."""
     height = browser.probe(page, "return document.documentElement.scrollHeight;", profile, size=(1280, 2000))
-    shot = browser.screenshot(page, png, profile, size=(1280, min(int(height) + 40, 16_000)))
+    shot = browser.screenshot(page, png, profile, size=(1280, min(int(height) + 40, 30_000)))
     assert png.is_file() and png.stat().st_size > 50_000, shot.stderr[-2000:]
     assert "Uncaught" not in shot.stdout + shot.stderr
     assert browser.distinct_colours(png) > 50

@@ -18,6 +18,7 @@ import polars as pl
 from curate.errors import InputDataError
 from curate.pipeline import scan_quarantine
 from curate.report import plots
+from curate.report.findings import DEDUP_STAGES
 from curate.report.html import esc, none, table
 from curate.schema import detect_table, hash_expr, prompt_text, response_texts, text_for
 
@@ -222,8 +223,12 @@ def dedup(run_dir: Path, manifest: dict[str, Any], data: pl.LazyFrame | None) ->
               or "duplicates" in s.get("notes", {})]
     if not stages:
         return "dedup", "Deduplication", none("No dedup stage in this run.")
+    def shown(stage: dict[str, Any], key: str) -> bool:  # a stage that also dedups (magpie): its dedup notes only
+        return stage.get("name") in DEDUP_STAGES or any(w in key for w in ("dup", "cluster", "samples"))
+
     body = table(["stage", "note", "value"], [[s["label"], k, v] for s in stages for k, v in s["notes"].items()
-                                               if isinstance(v, int | float) and not isinstance(v, bool)])
+                                               if isinstance(v, int | float) and not isinstance(v, bool)
+                                               and shown(s, k)])
     body += "".join(f"<p><b>warning</b> {esc(s['label'])}: {esc(s['notes']['warning'])}</p>" for s in stages
                     if s["notes"].get("warning"))  # removed more than the stage's warn_share of its input
     removed = sum(int(s["notes"]["duplicates"]) if isinstance(s["notes"].get("duplicates"), int | float)
