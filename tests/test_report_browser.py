@@ -248,7 +248,7 @@ output:
   table: preference
 stages:
   - filter:
-      min_response_chars: 2
+      min_response_chars: 40         # sets aside a third of the first 40 pairs (short human-written replies)
       refusals: true
   - exact_dedup:
       on: prompt
@@ -283,7 +283,8 @@ def test_screenshot_of_the_quickstart(tmp_path: Path) -> None:
 @pytest.mark.browser
 def test_screenshots_of_preference_cleaning(tmp_path: Path, shared_data: Path) -> None:
     """The shipped preference_clean recipe (sample pairs whose chosen side is always longer: warned at the top)
-    and 40 real hh-rlhf pairs re-scored by the shipped reward model: layout checks and full-page PNGs."""
+    and 40 real hh-rlhf pairs (short replies set aside) re-scored by the shipped reward model: layout checks and
+    full-page PNGs."""
     found = _check_and_keep(run_recipe(ROOT / "recipes" / "preference_clean.yaml", tmp_path / "pc").run_dir,
                             "preference_clean", tmp_path)
     assert found["warnings_first"] is True
