@@ -11,18 +11,20 @@ finish through :func:`model_call`; this module turns those reports into:
 * ``progress`` events (``curate run --log-json``) from a timer thread every ``CURATE_PROGRESS_SECONDS``
   seconds (default 30) while a batch is computed, so even one slow request shows the run is alive;
 * usage per model (requests answered, answers from a backend's own request cache, tokens in and out), which
-  :meth:`curate.pipeline.Context.compute_batches` notes per stage (``model_requests``, ``requests_cached``,
-  ``tokens_in``, ``tokens_out``) with the cost (``cost``) where the model's recipe entry gives a price:
+  :func:`metered` notes per stage around each batch's work (``curate.compute.LocalCompute.batches``):
+  ``model_requests``, ``requests_cached``, ``tokens_in``, ``tokens_out``, and ``cost`` where the model's
+  recipe entry gives a price:
   ``price_per_million: {input: 0.15, output: 0.6}`` (per million tokens, in your currency; tokens served
   from the request cache cost nothing and are not counted).
 
 Nothing here is persisted: a batch stays the unit of resume, and the counts live in the stage's notes.
-Work that runs on Ray workers (``--executor ray``) reports on the workers, not here: under Ray the events
-move per batch and the usage notes are absent.
+Under ``--executor ray`` the model calls run on the workers: the progress events here move per batch, and
+each batch's usage is noted on its worker and travels back with it (``curate.distributed``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -99,6 +101,8 @@ class Usage:
     cached: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    #: what those tokens cost at the model's ``price_per_million``; ``None``: the model has no price
+    cost: float | None = None
 
 
 @dataclass
@@ -109,7 +113,6 @@ class _Model:
 
 #: What :func:`name_model` learnt about each loaded model (weak: a model freed with its registry goes).
 _models: weakref.WeakKeyDictionary[Any, _Model] = weakref.WeakKeyDictionary()
-_prices: dict[str, Price | None] = {}
 #: The usage of the batch being computed in this context, per model label (set by :func:`metered`).  A context
 #: variable, not a global: asyncio tasks inherit it (the openai backend's requests count), threads that are
 #: not the run's do not (an in-process server's own model calls are not the run's usage).
@@ -149,20 +152,20 @@ def name_model(model: Any, handle: str, spec: Mapping[str, Any] | None = None) -
     short = short_model_name(spec, model)
     label = handle if short == handle else f"{handle} ({short})"
     price = parse_price(handle, spec or {})
-    try:
+    with contextlib.suppress(TypeError):  # an object without weak references: default label, no price
         _models[model] = _Model(label, price)
-    except TypeError:  # an object without weak references (a notebook's own class): default label
-        return
-    with _lock:
-        _prices[label] = price
 
 
-def model_label(model: Any) -> str:
+def _known(model: Any) -> _Model:
     try:
         known = _models.get(model)
     except TypeError:
         known = None
-    return known.label if known is not None else short_model_name(None, model)
+    return known if known is not None else _Model(short_model_name(None, model))
+
+
+def model_label(model: Any) -> str:
+    return _known(model).label
 
 
 def note_usage(ctx: Any, used: Mapping[str, Usage]) -> None:
@@ -173,17 +176,16 @@ def note_usage(ctx: Any, used: Mapping[str, Usage]) -> None:
     ctx.count("requests_cached", sum(u.cached for u in used.values()))
     ctx.count("tokens_in", sum(u.tokens_in for u in used.values()))
     ctx.count("tokens_out", sum(u.tokens_out for u in used.values()))
-    priced = [(u, _prices.get(label)) for label, u in used.items() if _prices.get(label) is not None]
-    if priced:
-        spent = sum(price.cost(u.tokens_in, u.tokens_out) for u, price in priced if price is not None)
+    costs = [u.cost for u in used.values() if u.cost is not None]
+    if costs:
         previous = ctx.stats.get(ctx.stage_label, {}).get("cost", 0.0)
-        ctx.note("cost", round(previous + spent, 9))
+        ctx.note("cost", round(previous + sum(costs), 9))
 
 
 @contextmanager
 def metered(ctx: Any) -> Iterator[None]:
-    """Around one batch's work (``Context.compute_batches``): name the batch's stage for the progress line,
-    and note the model usage of the work in the stage's notes (:func:`note_usage`)."""
+    """Around one batch's work (``LocalCompute.batches``; Ray's workers too): name the batch's stage for the
+    progress line, and note the model usage of the work in the stage's notes (:func:`note_usage`)."""
     task = _current.get()
     if task is not None:
         task.stage = str(getattr(ctx, "stage_label", task.stage))
@@ -400,7 +402,8 @@ class ModelCall:
 
     def __init__(self, model: Any, total: int) -> None:
         self.model, self.total = model, total
-        self.label = model_label(model)
+        known = _known(model)
+        self.label, self.price = known.label, known.price
         self.task = _current.get()
         self.meter = _meter.get()
 
@@ -415,6 +418,9 @@ class ModelCall:
                 else:
                     usage.tokens_in += tokens_in
                     usage.tokens_out += tokens_out
+                if self.price is not None:
+                    spent = 0.0 if cached else self.price.cost(tokens_in, tokens_out)
+                    usage.cost = (usage.cost or 0.0) + spent
             task = self.task
             if task is not None:
                 task.requests_done += requests
