@@ -127,4 +127,12 @@ def summarize(path: str | Path, adapter: str = "auto") -> dict[str, Any]:
             df.get_column("responses").explode().struct.field("score")
         )
     summary["scores"] = scores
+    manifest = Path(path) / "manifest.json"
+    if manifest.is_file():  # a run directory: what its model calls used and cost (curate.progress)
+        import json
+
+        try:
+            summary["model_usage"] = json.loads(manifest.read_text()).get("model_usage")
+        except (OSError, ValueError):
+            summary["model_usage"] = None
     return summary

@@ -25,6 +25,7 @@ from curate.llm.serve import OpenAICompatServer
 from curate.models import ModelRegistry
 from curate.recipe import load_recipe
 from curate.runner import run_recipe
+from curate.summary import summarize
 
 PRICE = {"input": 2.5, "output": 10.0}
 PROMPTS = [f"Name a colour that starts with the letter {c}." for c in "abcdefgh"]
@@ -106,6 +107,7 @@ def test_api_cost_per_stage_and_in_total(tmp_path: Path, server: OpenAICompatSer
     done = events[-1]
     assert done["event"] == "run_done" and done["model_usage"] == usage and done["run_id"] == m["run_id"]
     assert done["model_rows"] == {"computed": 8, "reused": 0}
+    assert summarize(tmp_path / "a")["model_usage"] == usage  # curate inspect RUN --json
     html = (tmp_path / "a" / "report.html").read_text()
     assert "Requests, tokens and cost" in html and progress.format_cost(cost) in html
 
