@@ -395,6 +395,14 @@ class Runner:
         self._emit("stage_done", **asdict(report))
         return pl.scan_parquet(stage_dir / "data.parquet")
 
+    def _on_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` here, or as a task on a worker under ``--executor ray``: the card and the report read the
+        output's rows (samples, lengths, plots), which the driver of a Ray run never holds."""
+        engine = getattr(getattr(self, "_step_state", None), "engine", None)
+        if engine is None:
+            return fn(*args)
+        return engine.run_tasks(lambda _: fn(*args), [0], Resources())[0]
+
     def _engine(self) -> Any:
         """The Ray executor (connected) for ``--executor ray``, else None (this process runs everything)."""
         if self.executor != "ray":
@@ -614,7 +622,7 @@ class Runner:
         try:  # the dataset card (data/README.md) is published with the data it describes, but never fails a run
             from curate.report.card import write_card
 
-            write_card(staging / "data", manifest, staging / "reports", staging / "quarantine")
+            self._on_worker(write_card, staging / "data", manifest, staging / "reports", staging / "quarantine")
         except Exception as exc:
             refused = environment_error(exc, staging / "data" / "README.md")
             if refused is not None:  # a full or read-only disk fails the publish like every other write here
@@ -630,7 +638,7 @@ class Runner:
         try:  # the HTML report is a view of the outputs: never let it fail a run that produced them
             from curate.report import write_report
 
-            write_report(self.run_dir)
+            self._on_worker(write_report, self.run_dir)
         except Exception as exc:
             logging.getLogger("curate").warning("report.html not written: %s: %s", type(exc).__name__, exc)
         return RunResult(
