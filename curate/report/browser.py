@@ -76,8 +76,8 @@ def _messages(value: Any) -> tuple[str, int]:
 
 def _text_block(title: str, value: Any, extra: str = "") -> str:
     text, chars = _messages(value)
-    return (f'<div><div class="meta"><b>{esc(title)}</b> · {plural(chars, "char")}{extra}</div>'
-            f'<div class="text">{cut(text, total=chars or None)}</div></div>')
+    shown = f'<div class="text">{cut(text, total=chars or None)}</div>' if text else '<p class="none">(empty)</p>'
+    return f'<div><div class="meta"><b>{esc(title)}</b> · {plural(chars, "char")}{extra}</div>{shown}</div>'
 
 
 def _scalars(row: dict[str, Any], skip: set[str]) -> str:
