@@ -292,3 +292,17 @@ def test_screenshots_of_preference_cleaning(tmp_path: Path, shared_data: Path) -
     hh = tmp_path / "hh.yaml"
     hh.write_text(HH_RECIPE.format(data=shared_data))
     _check_and_keep(run_recipe(hh, tmp_path / "hh", limit=40).run_dir, "hh_preference_clean", tmp_path)
+
+
+def test_heavy_dedup_counts_a_stages_noted_duplicates() -> None:
+    """magpie sets aside truncated instructions too, and dedups its samples, not the input rows it ignores: the
+    warning counts its noted duplicates against its samples (the quickstart: 4 truncated of 208 rows, no warning)."""
+    from curate.report.findings import findings
+
+    def magpie(duplicates: int) -> dict:
+        return {"stages": [{"label": "01-magpie", "name": "magpie", "rows_in": 208, "quarantined": 4 + duplicates,
+                            "notes": {"samples": 20, "duplicates": duplicates}}]}
+
+    assert findings(magpie(0), None) == []
+    (warned,) = findings(magpie(5), None)
+    assert warned.code == "heavy_dedup" and "5 of 20 samples (25.0%)" in warned.figure

@@ -119,9 +119,10 @@ def _dedup_findings(stages: list[dict[str, Any]]) -> list[Finding]:
         removed = int(noted) if isinstance(noted, int | float) else int(s.get("quarantined") or 0)
         basis = notes.get("samples") if s.get("name") == "magpie" else None
         rows_in = int(basis) if isinstance(basis, int | float) else int(s.get("rows_in") or 0)
+        unit = "samples" if isinstance(basis, int | float) else "input rows"
         if rows_in and removed / rows_in > DEDUP_SHARE:
             out.append(Finding("heavy_dedup", f"Dedup removed over {DEDUP_SHARE:.0%} ({s['label']})",
-                               f"{removed:,} of {rows_in:,} input rows ({removed / rows_in:.1%}) set aside as "
+                               f"{removed:,} of {rows_in:,} {unit} ({removed / rows_in:.1%}) set aside as "
                                "duplicates: check the threshold and scope"))
     return out
 
