@@ -18,6 +18,7 @@ Only ``scope: global`` has this form (the prompt scopes regroup clusters by prom
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ import polars as pl
 
 from curate import checkpoint
 from curate.dedup.minhash_keyed import KeyedSpec, keyed_clusters, pair_jaccard
-from curate.distributed.plane import Block, WorkerContext, _block_done, _finish_part
+from curate.distributed.plane import Block, WorkerContext, run_block
 from curate.schema import text_for
 from curate.stages._keep import keep_columns, rank_expr, warn_removed
 
@@ -131,11 +132,9 @@ class _Finish:
     worker: WorkerContext
 
     def __call__(self, block: Block) -> dict[str, Any]:
-        folder = Path(self.folder) / "parts"
-        folder.mkdir(parents=True, exist_ok=True)
-        done = _block_done(folder, block.index)
-        if done.exists():
-            return json.loads(done.read_text())
+        return run_block(Path(self.folder) / "parts", block, self.worker, self._finish(block))
+
+    def _finish(self, block: Block) -> Callable[[pl.LazyFrame, Context], pl.LazyFrame]:
         in_block = pl.col("_pos").is_between(block.offset, block.offset + block.rows, closed="left")
         losers = pl.scan_parquet(list(self.losers)).filter(in_block).select("id", "_pos", "_dup_of").collect()
         sims = (pl.scan_parquet(list(self.jaccard)).filter(pl.col("_a").is_between(
@@ -144,18 +143,16 @@ class _Finish:
         losers = losers.join(sims, on="_pos", how="left").sort("_pos")
         losers = losers.with_columns(_sim=pl.Series(np.char.mod("%.2f", losers.get_column("_jaccard").to_numpy()),
                                                     dtype=pl.String))
-        ctx = self.worker.context()
-        try:
-            lf = block.scan()
+
+        def finish(lf: pl.LazyFrame, ctx: Context) -> pl.LazyFrame:
             ctx.quarantine(
                 lf.join(losers.lazy().select("id", "_dup_of", "_sim"), on="id", how="inner", maintain_order="left"),
                 pl.format("near duplicate (minhash, jaccard {}) of {}", pl.col("_sim"), pl.col("_dup_of")),
                 "near_duplicate", duplicate_of=pl.col("_dup_of"),
             )
-            kept = lf.join(losers.lazy().select("id"), on="id", how="anti", maintain_order="left")
-            return _finish_part(kept, ctx, folder, block.index)
-        finally:
-            ctx.close()
+            return lf.join(losers.lazy().select("id"), on="id", how="anti", maintain_order="left")
+
+        return finish
 
 
 def run_minhash(stage: MinHashDedup, plane: Plane, blocks: list[Block], folder: Path, ctx: Context, table: str,

@@ -121,6 +121,21 @@ def _finish_part(data: pl.LazyFrame, ctx: Context, folder: Path, index: int) -> 
     return stats
 
 
+def run_block(folder: Path, block: Block, worker: WorkerContext,
+              work: Callable[[pl.LazyFrame, Context], pl.LazyFrame]) -> dict[str, Any]:
+    """``work`` on one block, written as the block's parts with its notes; a block whose stats file exists was
+    written by an earlier attempt (a retried task, a resumed run) and is not redone."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = _block_done(folder, block.index)
+    if done.exists():
+        return json.loads(done.read_text())
+    ctx = worker.context()
+    try:
+        return _finish_part(work(block.scan(), ctx), ctx, folder, block.index)
+    finally:
+        ctx.close()
+
+
 @dataclass(frozen=True)
 class RowBlock:
     """A ``row`` stage on one block."""
@@ -130,15 +145,7 @@ class RowBlock:
     worker: WorkerContext
 
     def __call__(self, block: Block) -> dict[str, Any]:
-        folder = Path(self.folder)
-        done = _block_done(folder, block.index)
-        if done.exists():
-            return json.loads(done.read_text())
-        ctx = self.worker.context()
-        try:
-            return _finish_part(self.stage(block.scan(), ctx), ctx, folder, block.index)
-        finally:
-            ctx.close()
+        return run_block(Path(self.folder), block, self.worker, self.stage)
 
 
 @dataclass(frozen=True)
@@ -205,20 +212,12 @@ class FinishBlock:
 
     def __call__(self, block: Block) -> dict[str, Any]:
         assert isinstance(self.stage, KeyedStage)
-        folder = Path(self.folder) / "parts"
-        folder.mkdir(parents=True, exist_ok=True)
-        done = _block_done(folder, block.index)
-        if done.exists():
-            return json.loads(done.read_text())
+        stage = self.stage
         removed = (pl.scan_parquet(sorted((Path(self.folder) / "removed").glob("p*.parquet")))
                    .filter(pl.col("_pos").is_between(block.offset, block.offset + block.rows, closed="left"))
                    .sort("_pos"))
-        ctx = self.worker.context()
-        try:
-            data = self.stage.finish(block.scan(), removed, ctx)
-            return _finish_part(data, ctx, folder, block.index)
-        finally:
-            ctx.close()
+        return run_block(Path(self.folder) / "parts", block, self.worker,
+                         lambda lf, ctx: stage.finish(lf, removed, ctx))
 
 
 @dataclass(frozen=True)
