@@ -31,7 +31,7 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check curate tests benchmarks scripts
-	$(PY) -m pytest -q -n 2 --dist loadfile -m 'not multinode and not recipes_ray'
+	$(PY) -m pytest -q -n 2 --dist loadfile -m 'not multinode and not recipes_ray and not screenshots'
 
 lint: install
 	$(VENV)/bin/ruff check curate tests benchmarks scripts

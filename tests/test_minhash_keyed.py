@@ -75,7 +75,7 @@ SHAPES = [(8, 2, 4), (8, 4, 2), (12, 3, 3), (16, 4, 4), (16, 8, 2), (6, 6, 1)]
 
 
 @pytest.mark.slow  # 60 examples, each a few hundred small Parquet files
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(0, 60),
@@ -161,7 +161,7 @@ def test_keyed_clusters_reject_overlapping_parts(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(1, 80),

@@ -272,6 +272,7 @@ def _check_and_keep(run: Path, name: str, tmp_path: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.browser
+@pytest.mark.screenshots  # a second full quickstart run (tests/test_quickstart.py runs it): outside make test
 def test_screenshot_of_the_quickstart(tmp_path: Path) -> None:
     """The quickstart (Magpie -> DPO pairs with the embedded SmolLM2 on sample_data): the report passes the layout
     checks and is kept as a full-page PNG (about 80 s on an idle 2-core machine)."""
