@@ -85,3 +85,28 @@ def test_minhash_prompt_scope_stays_on_the_driver() -> None:
     plane = Plane(run_here)
     assert plane.handles(MinHashDedup(on="prompt"))
     assert not plane.handles(MinHashDedup(on="response", scope="within_prompt"))
+
+
+def test_exact_dedup_resumed_with_fewer_partitions(tmp_path: Path) -> None:
+    """A run stopped after writing its keys for 3 partitions, resumed on a cluster with 2 CPUs: the resume does not
+    read the 3-partition files as 2 partitions (a third of the keys would go undecided), it partitions anew."""
+    import xxhash
+
+    from curate.distributed.plane import KeysBlock, blocks_of
+
+    lf = conversations(400, seed=1)
+    local = ExactDedup(on="prompt")(lf, Context.ephemeral(stage_label="s")).collect()
+    source = tmp_path / "prev" / "data.parquet"
+    source.parent.mkdir(parents=True)
+    lf.collect().write_parquet(source)
+    stage = ExactDedup(on="prompt")
+    key = xxhash.xxh3_64_hexdigest(f"{source.parent.name}|{stage.fingerprint()}".encode())
+    stopped = KeysBlock(stage, "conversation", str(tmp_path / "cache" / "ray" / f"s-{key}"), 3)
+    stopped_3 = KeysBlock(stage, "conversation", str(tmp_path / "cache" / "ray" / f"s-{key}" / "partitions-3"), 3)
+    for block in blocks_of(source, 50):  # the stopped run's keys, wherever a 3-partition run keeps them
+        stopped(block)
+        stopped_3(block)
+    ctx = Context(cache_dir=tmp_path / "cache", stage_label="s", trusted_ids=True)
+    Plane(run_here, cpus=2, rows_per_block=50).run_stage(stage, source, tmp_path / "out", ctx, "conversation")
+    assert pl.read_parquet(tmp_path / "out" / "data.parquet").equals(local)
+    assert ctx.stats["s"]["partitions"] == 2

@@ -291,12 +291,14 @@ class Plane:
             assert isinstance(stage, KeyedStage)
             total = sum(b.rows for b in blocks)
             partitions = self.partitions(total)
-            self.run(KeysBlock(stage, table, str(folder), partitions), blocks, resources)
-            decided = self.run(DecidePartition(stage, names, str(folder)), list(range(partitions)), resources)
+            # Files of one partition count only: a run resumed on a cluster of another size partitions anew.
+            keyed = folder / f"partitions-{partitions}"
+            self.run(KeysBlock(stage, table, str(keyed), partitions), blocks, resources)
+            decided = self.run(DecidePartition(stage, names, str(keyed)), list(range(partitions)), resources)
             ctx.note("partitions", partitions)
             stage.record(ctx, removed=sum(r for r, _ in decided), groups=sum(g for _, g in decided), total=total)
-            parts = folder / "parts"
-            for stats in self.run(FinishBlock(stage, str(folder), worker), blocks, resources):
+            parts = keyed / "parts"
+            for stats in self.run(FinishBlock(stage, str(keyed), worker), blocks, resources):
                 _replay(ctx, stats["notes"])
         faults.reached(f"plane:{ctx.stage_label}")  # every block's parts written, the stage folder not yet
         self.run(Concat(str(parts), str(stage_dir), len(blocks)), ["data", "quarantine"], Resources())
