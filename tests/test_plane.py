@@ -100,7 +100,7 @@ def test_exact_dedup_resumed_with_fewer_partitions(tmp_path: Path) -> None:
     source.parent.mkdir(parents=True)
     lf.collect().write_parquet(source)
     stage = ExactDedup(on="prompt")
-    key = xxhash.xxh3_64_hexdigest(f"{source.parent.name}|{stage.fingerprint()}".encode())
+    key = xxhash.xxh3_64_hexdigest(f"{source.parent.name}|{stage.fingerprint()}|50".encode())
     stopped = KeysBlock(stage, "conversation", str(tmp_path / "cache" / "ray" / f"s-{key}"), 3)
     stopped_3 = KeysBlock(stage, "conversation", str(tmp_path / "cache" / "ray" / f"s-{key}" / "partitions-3"), 3)
     for block in blocks_of(source, 50):  # the stopped run's keys, wherever a 3-partition run keeps them
@@ -110,3 +110,18 @@ def test_exact_dedup_resumed_with_fewer_partitions(tmp_path: Path) -> None:
     Plane(run_here, cpus=2, rows_per_block=50).run_stage(stage, source, tmp_path / "out", ctx, "conversation")
     assert pl.read_parquet(tmp_path / "out" / "data.parquet").equals(local)
     assert ctx.stats["s"]["partitions"] == 2
+
+
+def test_blocks_of_another_size_are_not_reused(tmp_path: Path) -> None:
+    """Parts written with 64-row blocks are not taken for the parts of 100-row blocks (CURATE_RAY_BLOCK_ROWS
+    changed between a stopped run and its resume)."""
+    lf = conversations(300)
+    stage = Filter(min_response_chars=4)
+    local = stage(lf, Context.ephemeral(stage_label="s")).collect()
+    source = tmp_path / "prev" / "data.parquet"
+    source.parent.mkdir(parents=True)
+    lf.collect().write_parquet(source)
+    for rows in (64, 100):  # no close between: the first run's parts stay in the cache
+        ctx = Context(cache_dir=tmp_path / "cache", stage_label="s", trusted_ids=True)
+        Plane(run_here, cpus=2, rows_per_block=rows).run_stage(stage, source, tmp_path / "out", ctx, "conversation")
+        assert pl.read_parquet(tmp_path / "out" / "data.parquet").equals(local)

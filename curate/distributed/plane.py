@@ -273,7 +273,9 @@ class Plane:
 
     def run_stage(self, stage: Stage, source: Path, stage_dir: Path, ctx: Context, table: str) -> None:
         blocks = blocks_of(source, self.rows_per_block)
-        key = xxhash.xxh3_64_hexdigest(f"{source.parent.name}|{stage.fingerprint()}".encode())
+        # Keyed by the input (its stage folder is keyed by the chain's content), the stage and the block size: a
+        # block's files are reused only for the same rows.
+        key = xxhash.xxh3_64_hexdigest(f"{source.parent.name}|{stage.fingerprint()}|{self.rows_per_block}".encode())
         folder = ctx.cache_dir / "ray" / f"{ctx.stage_label}-{key}"
         folder.mkdir(parents=True, exist_ok=True)
         self.scratch.append(folder)
