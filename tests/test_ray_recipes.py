@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from curate.errors import ModelError
 from curate.runner import run_recipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.recipes_ray, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -45,7 +46,12 @@ def outputs(run: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 @pytest.mark.parametrize("recipe", [r for r in RECIPES if not needs_gpu(r)], ids=lambda r: r.stem)
 def test_recipe_on_ray_equals_local(recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CURATE_RAY_BLOCK_ROWS", "64")  # several blocks even on the sample data
-    run_recipe(recipe, tmp_path / "local")
+    try:
+        run_recipe(recipe, tmp_path / "local")
+    except ModelError as exc:  # a recipe for the user's own model (reward_kto: /models/your-reward-model)
+        if "not found" not in str(exc):
+            raise
+        pytest.skip(f"{recipe.name} needs a model this machine does not have: {exc}")
     run_recipe(recipe, tmp_path / "ray", executor="ray")
     (data_l, q_l), (data_r, q_r) = outputs(tmp_path / "local"), outputs(tmp_path / "ray")
     assert data_r.equals(data_l)
