@@ -381,8 +381,10 @@ class RayExecutor:
         return RayContext(models=proxies, compute=RayCompute(self, proxies), **kwargs)
 
     def resources_for(self, stage: Stage | None, models: Any) -> _Resources:
+        """The actor pool of a stage's batch work: its size, and a GPU per actor where the stage's own
+        :meth:`~curate.pipeline.Stage.worker_resources` asks for one."""
         handles = stage.models_used() if stage is not None else []
-        gpu = any(getattr(models, "wants_gpu", lambda h: False)(h) for h in handles)
+        gpu = stage is not None and stage.worker_resources(models).gpus > 0
         # One actor (one model copy) per GPU, or per CPU for CPU models; CURATE_RAY_MODEL_ACTORS caps it (each
         # CPU actor holds its own copy of the weights in memory).
         cap = int(os.environ.get("CURATE_RAY_MODEL_ACTORS", "0")) or None
