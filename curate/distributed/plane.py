@@ -269,7 +269,18 @@ class Plane:
         """Hash partitions of a keyed step: one per CPU, more when a partition would pass ``PARTITION_ROWS``."""
         return max(self.cpus, math.ceil(rows / PARTITION_ROWS))
 
-    replay = staticmethod(lambda ctx, notes: _replay(ctx, notes))
+    @staticmethod
+    def replay(ctx: Context, notes: dict[str, Any]) -> None:
+        """A block's notes into the stage's: numbers add up (counts), shard folders are merged, anything else is
+        the latest block's."""
+        for key, value in notes.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                ctx.count(key, value)  # type: ignore[arg-type]
+            elif key not in ("shard_dirs",):
+                ctx.note(key, value)
+            else:
+                before = ctx.stats.get(ctx.stage_label, {}).get(key, [])
+                ctx.note(key, sorted({*before, *value}))
 
     def run_stage(self, stage: Stage, source: Path, stage_dir: Path, ctx: Context, table: str) -> None:
         blocks = blocks_of(source, self.rows_per_block)
@@ -286,7 +297,7 @@ class Plane:
         if stage.execution_shape() == "row":
             parts = folder
             for stats in self.run(RowBlock(stage, str(parts), worker), blocks, resources):
-                _replay(ctx, stats["notes"])
+                self.replay(ctx, stats["notes"])
         elif isinstance(stage, PlaneStage):
             parts = stage.run_on_plane(self, blocks, folder, ctx, table, names)
         else:
@@ -301,7 +312,7 @@ class Plane:
             stage.record(ctx, removed=sum(r for r, _ in decided), groups=sum(g for _, g in decided), total=total)
             parts = keyed / "parts"
             for stats in self.run(FinishBlock(stage, str(keyed), worker), blocks, resources):
-                _replay(ctx, stats["notes"])
+                self.replay(ctx, stats["notes"])
         faults.reached(f"plane:{ctx.stage_label}")  # every block's parts written, the stage folder not yet
         self.run(Concat(str(parts), str(stage_dir), len(blocks)), ["data", "quarantine"], Resources())
 
@@ -311,18 +322,6 @@ class Plane:
         for path in self.scratch:
             shutil.rmtree(path, ignore_errors=True)
         self.scratch.clear()
-
-
-def _replay(ctx: Context, notes: dict[str, Any]) -> None:
-    """A block's notes into the stage's: numbers add up (counts), anything else is the latest block's."""
-    for key, value in notes.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            ctx.count(key, value)  # type: ignore[arg-type]
-        elif key not in ("shard_dirs",):
-            ctx.note(key, value)
-        else:
-            before = ctx.stats.get(ctx.stage_label, {}).get(key, [])
-            ctx.note(key, sorted({*before, *value}))
 
 
 def run_here(fn: Callable[[Any], Any], items: Sequence[Any], resources: Resources) -> list[Any]:
