@@ -11,6 +11,11 @@ A stage is a dataclass of parameters with ``__call__(lf, ctx=None) -> LazyFrame`
   it needs (``id`` + text), decides, and returns a semi-join on ``id``.
 
 Stages never drop rows silently: rejected rows go to :meth:`Context.quarantine` with a reason.
+
+Where a stage's work runs is its declared execution shape (:mod:`curate.execution`: ``row``, ``batch``,
+``shuffle``, ``driver``), read by the executors; the kind above is what a report shows.  A :class:`Context`
+is three parts (:mod:`curate.shards`, :mod:`curate.recorder`, :mod:`curate.compute`), and :class:`Pipeline`
+is the one loop over stages, the recipe runner's included (docs/architecture.md).
 """
 
 from __future__ import annotations
