@@ -21,9 +21,6 @@ from curate.recorder import Recorder
 class LocalCompute:
     """Everything in this process, in order."""
 
-    #: How many partitions a keyed step may cut its work into (one process: one).
-    parallelism = 1
-
     def batches(
         self, batches: Iterable[pl.DataFrame], fn: Callable[[pl.DataFrame], pl.DataFrame], recorder: Recorder
     ) -> Iterator[pl.DataFrame]:

@@ -371,11 +371,6 @@ class Context:
         """``fn(shared, chunk)`` of each chunk, in order (:meth:`curate.compute.LocalCompute.shared`)."""
         return self.compute.shared(shared, chunks, fn, self.recorder, pack=pack, unpack=unpack, name=name)
 
-    @property
-    def parallelism(self) -> int:
-        """How many partitions a keyed step may cut its work into (CPUs of the cluster on Ray)."""
-        return int(getattr(self.compute, "parallelism", 1))
-
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()

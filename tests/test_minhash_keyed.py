@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from test_minhash_bands import signatures  # tests/ is on sys.path: one generator for both MinHash files
 
 from curate.dedup import minhash as mh
 from curate.dedup.minhash_keyed import KeyedSpec, edge_components, keyed_clusters, pair_jaccard
@@ -32,19 +33,6 @@ def run_twice(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     again = [fn(item) for item in items]
     assert again == first
     return again
-
-
-def signatures(seed: int, n: int, num_perm: int, alphabet: int, copies: float) -> np.ndarray:
-    """Random signatures over a small alphabet (bands collide often), a share of them near copies of earlier
-    rows (a few positions changed) or exact copies (identical signatures: one node)."""
-    rng = np.random.default_rng(seed)
-    sig = rng.integers(0, alphabet, size=(n, num_perm), dtype=np.uint32)
-    for i in range(1, n):
-        if rng.random() < copies:
-            sig[i] = sig[rng.integers(i)]
-            changed = rng.integers(num_perm, size=rng.integers(0, 3))
-            sig[i, changed] = rng.integers(0, alphabet, size=len(changed), dtype=np.uint32)
-    return sig
 
 
 def write_parts(sig: np.ndarray, pos: np.ndarray, cuts: Sequence[int], directory: Path, as_list: bool) -> list[Path]:

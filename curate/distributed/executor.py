@@ -271,11 +271,6 @@ class RayCompute(LocalCompute):
         #: The stage whose work this is (its models decide the actors' resources); set by the executor.
         self.current_stage: Stage | None = None
 
-    @property
-    def parallelism(self) -> int:  # type: ignore[override]
-        """CPUs of the cluster: how many partitions a keyed step cuts its work into."""
-        return self.executor.cpus
-
     @staticmethod
     def replay(recorder: Recorder, recorded: list[tuple[tuple[str, str], tuple[str, Any]]]) -> None:
         """Apply the counts and notes a worker recorded while it ran one batch or chunk."""

@@ -71,9 +71,10 @@ class MinHashDedup(Stage):
       its estimated Jaccard (share of equal signature positions) is ``>= threshold``, which removes LSH false
       positives at the cost of pairs just above the threshold whose estimate falls below it; clusters are
       the connected components.  The partition into clusters does not depend on row order.  Under
-      ``--executor ray`` each band is a Ray task (:func:`curate.dedup.minhash.cluster_by_band`) and the
-      driver joins the edges: the same partition, while ``candidate_pairs`` / ``verified_pairs`` also count
-      pairs an earlier band had joined already.
+      ``--executor ray`` (``scope: global``) the stage runs its keyed form on the data plane
+      (:meth:`run_on_plane`): signatures per block, band buckets, verified edges and connected components per
+      hash partition (:mod:`curate.dedup.minhash_keyed`): the same partition, while ``candidate_pairs`` /
+      ``verified_pairs`` also count pairs an earlier band had joined already.
     - **Keep**: one row per cluster by ``keep``: ``first``, ``longest`` (characters of the selected text) or
       ``highest:<column>``; every other row goes to quarantine with ``near duplicate (minhash, jaccard J) of
       <kept id>`` (``J`` estimated between that row and the kept one).
