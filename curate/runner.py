@@ -174,6 +174,8 @@ class Runner:
         self._chain: list[Path] = []
         self._inputs: list[dict[str, Any]] = []
         self._ctx: Context | None = None
+        #: What one stage's step hands the next (set when the stages start; its engine is the Ray executor or None).
+        self._step_state: _StepState | None = None
 
     # -- helpers -------------------------------------------------------------------------------------
     def _emit(self, event: str, **data: Any) -> None:
@@ -353,6 +355,7 @@ class Runner:
         so a finished one is reused; otherwise the stage runs (on the data plane when the executor takes its
         shape, else here with its batch work on the executor) and its output and quarantine are written."""
         state, chain, reports = self._step_state, self._chain, self._reports
+        assert state is not None  # set by _run before the pipeline runs
         model_keys = "|".join(ctx.models.fingerprint(h) for h in stage.models_used())
         extra = stage.cache_key_extra(ctx)
         state.key = xxhash.xxh3_128_hexdigest(f"{state.key}|{stage.fingerprint()}|{model_keys}|{extra}".encode())
@@ -398,7 +401,7 @@ class Runner:
     def _on_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` here, or as a task on a worker under ``--executor ray``: the card and the report read the
         output's rows (samples, lengths, plots), which the driver of a Ray run never holds."""
-        engine = getattr(getattr(self, "_step_state", None), "engine", None)
+        engine = self._step_state.engine if self._step_state is not None else None
         if engine is None:
             return fn(*args)
         return engine.run_tasks(lambda _: fn(*args), [0], Resources())[0]
